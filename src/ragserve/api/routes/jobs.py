@@ -1,0 +1,15 @@
+"""Job status."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ragserve.api.deps import ServiceDep
+from ragserve.api.schemas import ErrorResponse, JobPublic
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+@router.get("/{job_id}", response_model=JobPublic, responses={404: {"model": ErrorResponse}})
+async def get_job(job_id: str, service: ServiceDep) -> JobPublic:
+    return JobPublic.of(await service.get_job(job_id))

@@ -1,0 +1,25 @@
+"""Search."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ragserve.api.deps import ServiceDep
+from ragserve.api.schemas import ErrorResponse, SearchRequest, SearchResponse
+from ragserve.domain import SearchFilters
+from ragserve.retrieval.search import SearchQuery
+
+router = APIRouter(prefix="/v1", tags=["search"])
+
+
+@router.post(
+    "/search",
+    response_model=SearchResponse,
+    responses={code: {"model": ErrorResponse} for code in (400, 404, 413, 422)},
+)
+async def search(body: SearchRequest, service: ServiceDep) -> SearchResponse:
+    """Hybrid (BM25 + dense), dense or keyword search over a collection's chunks."""
+    query = SearchQuery(
+        body.query, body.k, body.offset, body.collection, SearchFilters.from_mapping(body.filters), body.mode
+    )
+    return SearchResponse.of(await service.search(query))

@@ -1,0 +1,268 @@
+"""Request and response bodies of API v1: the contract the UI, later issues and users rely on."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ragserve.domain import (
+    Answer,
+    Chunk,
+    Citation,
+    Document,
+    Job,
+    Metadata,
+    SearchHit,
+    SearchResult,
+)
+
+
+class DocumentCreateItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    external_id: str | None = Field(default=None, max_length=512)
+    title: str | None = Field(default=None, max_length=2000)
+    text: str | None = None
+    filename: str | None = Field(default=None, max_length=512)
+    content_base64: str | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class DocumentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    collection: str | None = Field(default=None, min_length=1, max_length=128)
+    documents: list[DocumentCreateItem]
+
+
+class DocumentUpsert(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    collection: str | None = Field(default=None, min_length=1, max_length=128)
+    title: str | None = Field(default=None, max_length=2000)
+    text: str | None = None
+    filename: str | None = Field(default=None, max_length=512)
+    content_base64: str | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    document_ids: list[str]
+
+
+class JobProgressPublic(BaseModel):
+    stage: str
+    done: int
+    total: int
+
+
+class JobErrorPublic(BaseModel):
+    document_id: str | None
+    filename: str | None
+    code: str
+    message: str
+
+
+class JobPublic(BaseModel):
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed", "partial"]
+    progress: JobProgressPublic
+    errors: list[JobErrorPublic]
+    document_ids: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, job: Job) -> JobPublic:
+        return cls(
+            id=job.id,
+            status=job.status.value,
+            progress=JobProgressPublic(stage=job.progress.stage, done=job.progress.done, total=job.progress.total),
+            errors=[
+                JobErrorPublic(document_id=e.document_id, filename=e.filename, code=e.code, message=e.message)
+                for e in job.errors
+            ],
+            document_ids=list(job.document_ids),
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+        )
+
+
+class ChunkPublic(BaseModel):
+    chunk_id: int
+    ordinal: int
+    text: str
+    section: str | None
+    page: int | None
+    token_count: int
+
+    @classmethod
+    def of(cls, chunk: Chunk) -> ChunkPublic:
+        return cls(
+            chunk_id=chunk.id,
+            ordinal=chunk.ordinal,
+            text=chunk.text,
+            section=chunk.section,
+            page=chunk.page,
+            token_count=chunk.token_count,
+        )
+
+
+class DocumentPublic(BaseModel):
+    id: str
+    collection: str
+    external_id: str | None
+    title: str | None
+    source: str | None
+    metadata: Metadata
+    status: Literal["pending", "ready"]
+    chunk_count: int
+    created_at: datetime
+    updated_at: datetime
+    chunks: list[ChunkPublic] | None = None
+
+    @classmethod
+    def of(cls, document: Document, chunks: list[Chunk] | None = None) -> DocumentPublic:
+        return cls(
+            id=document.id,
+            collection=document.collection,
+            external_id=document.external_id,
+            title=document.title,
+            source=document.source,
+            metadata=document.metadata,
+            status=document.status.value,
+            chunk_count=document.chunk_count,
+            created_at=document.created_at,
+            updated_at=document.updated_at,
+            chunks=None if chunks is None else [ChunkPublic.of(c) for c in chunks],
+        )
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str
+    k: int = Field(default=10, ge=1, le=100)
+    offset: int = Field(default=0, ge=0, le=10_000)
+    collection: str | None = Field(default=None, min_length=1, max_length=128)
+    filters: Metadata | None = None
+    mode: Literal["hybrid", "dense", "keyword"] | None = None
+
+
+class SearchResultPublic(BaseModel):
+    chunk_id: int
+    document_id: str
+    external_id: str | None
+    title: str | None
+    source: str | None
+    text: str
+    score: float
+    metadata: Metadata
+    section: str | None
+    page: int | None
+
+    @classmethod
+    def of(cls, hit: SearchHit) -> SearchResultPublic:
+        return cls(
+            chunk_id=hit.chunk_id,
+            document_id=hit.document_id,
+            external_id=hit.external_id,
+            title=hit.title,
+            source=hit.source,
+            text=hit.text,
+            score=hit.score,
+            metadata=hit.metadata,
+            section=hit.section,
+            page=hit.page,
+        )
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchResultPublic]
+    mode: Literal["hybrid", "dense", "keyword"]
+    degraded: bool = False
+
+    @classmethod
+    def of(cls, result: SearchResult) -> SearchResponse:
+        return cls(
+            results=[SearchResultPublic.of(h) for h in result.hits],
+            mode=result.mode,
+            degraded=result.degraded,
+        )
+
+
+class AnswerRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str
+    k: int | None = Field(default=None, ge=1, le=50)
+    collection: str | None = Field(default=None, min_length=1, max_length=128)
+    filters: Metadata | None = None
+    stream: bool = False
+
+
+class CitationPublic(BaseModel):
+    index: int
+    chunk_id: int
+    document_id: str
+    external_id: str | None
+    source: str | None
+    title: str | None
+    quote: str
+
+    @classmethod
+    def of(cls, c: Citation) -> CitationPublic:
+        return cls(
+            index=c.index,
+            chunk_id=c.chunk_id,
+            document_id=c.document_id,
+            external_id=c.external_id,
+            source=c.source,
+            title=c.title,
+            quote=c.quote,
+        )
+
+
+class AnswerResponse(BaseModel):
+    answer: str
+    abstained: bool
+    citations: list[CitationPublic]
+    generator: str
+
+    @classmethod
+    def of(cls, answer: Answer) -> AnswerResponse:
+        return cls(
+            answer=answer.text,
+            abstained=answer.abstained,
+            citations=[CitationPublic.of(c) for c in answer.citations],
+            generator=answer.generator,
+        )
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    request_id: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, bool]

@@ -1,0 +1,275 @@
+"""The ``ragserve`` command: serve the API, ingest files, search, ask and evaluate, with embedded defaults.
+
+``ingest``, ``search``, ``ask`` and ``eval`` open the data directory in this process (the server must not be
+running on the same directory: the lock says so).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Any, TypeVar, cast
+
+import anyio.to_thread
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ragserve.domain import DocumentInput, SearchFilters, SearchMode
+from ragserve.errors import RagserveError
+from ragserve.evaluation import mrr_at, ndcg_at, percentile, read_corpus, read_queries, recall_at
+from ragserve.ingest.loaders import is_supported
+from ragserve.retrieval.search import SearchQuery
+from ragserve.service import RagService
+from ragserve.settings import Settings
+
+app = typer.Typer(help="ragserve: hybrid search and cited answers over your documents.", no_args_is_help=True)
+console = Console()
+T = TypeVar("T")
+_BATCH = 100
+
+
+def _run(settings: Settings, work: Callable[[RagService], Awaitable[T]], run_jobs: bool = True) -> T:
+    async def main() -> T:
+        service = RagService.open(settings)
+        try:
+            await service.start(run_jobs=run_jobs)
+            return await work(service)
+        finally:
+            await service.close()
+
+    try:
+        return asyncio.run(main())
+    except RagserveError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="interface to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port")] = None,
+) -> None:
+    """Run the HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from ragserve.api.app import create_app
+
+    settings = Settings()
+    updates: dict[str, Any] = {}
+    if host is not None:
+        updates["host"] = host
+    if port is not None:
+        updates["port"] = port
+    settings = settings.model_copy(update={"server": settings.server.model_copy(update=updates)})
+    logging.basicConfig(
+        level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level=settings.server.log_level,
+    )
+
+
+def _files(paths: list[Path]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and is_supported(p.name))
+        elif path.is_file():
+            yield path
+        else:
+            raise typer.BadParameter(f"{path} does not exist")
+
+
+def _inputs(path: Path, collection: str) -> Iterator[DocumentInput]:
+    """A JSONL file is a corpus: one document per line (``_id``/``id``, ``title``, ``text``)."""
+    if path.suffix.lower() == ".jsonl":
+        with path.open(encoding="utf-8") as handle:
+            for n, line in enumerate(handle, start=1):
+                if line.strip():
+                    row = json.loads(line)
+                    ext = row.get("_id", row.get("id"))
+                    yield DocumentInput(
+                        collection=collection,
+                        external_id=None if ext is None else str(ext),
+                        title=row.get("title") or None,
+                        text=str(row.get("text", "")),
+                        filename=f"{path.name}#{n}",
+                        metadata=row.get("metadata") or {},
+                    )
+        return
+    yield DocumentInput(collection=collection, external_id=str(path), filename=path.name, content=path.read_bytes())
+
+
+async def _ingest(service: RagService, inputs: list[DocumentInput], label: str) -> dict[str, int]:
+    """Submit in request-sized batches and follow the jobs with a progress bar; returns status counts."""
+    jobs = []
+    for i in range(0, len(inputs), _BATCH):
+        jobs.append(await service.submit(inputs[i : i + _BATCH]))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(label, total=len(inputs))
+        while True:
+            states = [await service.get_job(job.id) for job in jobs]
+            progress.update(task, completed=sum(s.progress.done for s in states))
+            if all(s.progress.done >= s.progress.total for s in states):
+                break
+            await asyncio.sleep(0.25)
+    counts: dict[str, int] = {"documents": len(inputs), "failed": 0}
+    for state in states:
+        counts["failed"] += len(state.errors)
+        for error in state.errors:
+            console.print(f"[yellow]failed:[/yellow] {error.filename or error.document_id}: {error.message}")
+    return counts
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="files or directories (searched recursively)")],
+    collection: Annotated[str | None, typer.Option(help="collection to ingest into")] = None,
+) -> None:
+    """Ingest files and directories, then print a summary."""
+    settings = Settings()
+    name = collection or settings.default_collection
+    inputs = [item for path in _files(paths) for item in _inputs(path, name)]
+    if not inputs:
+        console.print("nothing to ingest: no supported files found")
+        raise typer.Exit(1)
+    start = time.perf_counter()
+    counts = _run(settings, lambda s: _ingest(s, inputs, f"ingesting into {name}"))
+    elapsed = time.perf_counter() - start
+    ok = counts["documents"] - counts["failed"]
+    console.print(f"{ok} documents ingested, {counts['failed']} failed, in {elapsed:.1f} s")
+    if counts["failed"]:
+        raise typer.Exit(2)
+
+
+@app.command()
+def search(
+    query: str,
+    mode: Annotated[str | None, typer.Option(help="hybrid, dense or keyword")] = None,
+    k: Annotated[int, typer.Option(min=1, max=100)] = 10,
+    collection: Annotated[str | None, typer.Option()] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Search a collection."""
+    if mode not in (None, "hybrid", "dense", "keyword"):
+        raise typer.BadParameter("mode must be hybrid, dense or keyword")
+    q = SearchQuery(query, k, 0, collection, SearchFilters(), mode)  # type: ignore[arg-type]
+    result = _run(Settings(), lambda s: s.search(q), run_jobs=False)
+    if as_json:
+        rows = [
+            {
+                "chunk_id": h.chunk_id,
+                "document_id": h.document_id,
+                "external_id": h.external_id,
+                "title": h.title,
+                "source": h.source,
+                "score": h.score,
+                "text": h.text,
+            }
+            for h in result.hits
+        ]
+        typer.echo(json.dumps({"results": rows, "mode": result.mode}, indent=2))
+        return
+    table = Table("#", "score", "title", "text")
+    for i, hit in enumerate(result.hits, start=1):
+        table.add_row(str(i), f"{hit.score:.3f}", hit.title or hit.source or "", hit.text[:160])
+    console.print(table)
+
+
+@app.command()
+def ask(
+    question: str,
+    collection: Annotated[str | None, typer.Option()] = None,
+    k: Annotated[int | None, typer.Option(min=1, max=50)] = None,
+) -> None:
+    """Answer a question with cited sources."""
+    answer = _run(Settings(), lambda s: s.answer(question, k, collection, None), run_jobs=False)
+    console.print(answer.text)
+    for c in answer.citations:
+        console.print(f'  [{c.index}] {c.title or c.source or c.document_id}: "{c.quote[:200]}"')
+
+
+async def _ensure_corpus(service: RagService, dataset: Path, collection: str) -> None:
+    existing = await anyio.to_thread.run_sync(service.store.external_ids, collection)
+    missing = [
+        DocumentInput(collection=collection, external_id=d.id, title=d.title or None, text=d.text)
+        for d in read_corpus(dataset)
+        if d.id not in existing
+    ]
+    if missing:
+        await _ingest(service, missing, f"ingesting {dataset.name}")
+
+
+async def _evaluate(
+    service: RagService, dataset: Path, split: str, modes: list[str], collection: str
+) -> dict[str, Any]:
+    await _ensure_corpus(service, dataset, collection)
+    queries, qrels = read_queries(dataset, split)
+    collection_id = service.store.get_collection(collection).id
+    report: dict[str, Any] = {"dataset": dataset.name, "split": split, "queries": len(queries), "modes": {}}
+    for mode in cast(list[SearchMode], modes):
+        scores: dict[str, list[float]] = {"ndcg@10": [], "recall@100": [], "mrr@10": []}
+        latencies: list[float] = []
+        for qid, text in queries.items():
+            start = time.perf_counter()
+            scored = await anyio.to_thread.run_sync(
+                service.retriever.rank, collection_id, text, 300, SearchFilters(), mode
+            )
+            latencies.append((time.perf_counter() - start) * 1000)
+            ranked = await anyio.to_thread.run_sync(service.store.external_ids_of, [cid for cid, _ in scored])
+            scores["ndcg@10"].append(ndcg_at(ranked, qrels[qid]))
+            scores["recall@100"].append(recall_at(ranked, qrels[qid]))
+            scores["mrr@10"].append(mrr_at(ranked, qrels[qid]))
+        report["modes"][mode] = {
+            **{name: round(sum(v) / len(v), 4) for name, v in scores.items()},
+            "latency_ms_p50": round(percentile(latencies, 50), 2),
+            "latency_ms_p95": round(percentile(latencies, 95), 2),
+        }
+    return report
+
+
+@app.command("eval")
+def evaluate(
+    dataset: Annotated[Path, typer.Argument(help="a BEIR-layout dataset directory")],
+    split: Annotated[str, typer.Option()] = "test",
+    mode: Annotated[list[str] | None, typer.Option(help="repeat for several; default: all three")] = None,
+    collection: Annotated[str | None, typer.Option(help="default: the dataset directory's name")] = None,
+    json_file: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
+) -> None:
+    """Evaluate retrieval on a BEIR dataset: nDCG@10, Recall@100, MRR@10 and per-query latency."""
+    modes = mode or ["keyword", "dense", "hybrid"]
+    for m in modes:
+        if m not in ("hybrid", "dense", "keyword"):
+            raise typer.BadParameter(f"unknown mode {m!r}")
+    name = collection or dataset.resolve().name
+    report = _run(Settings(), lambda s: _evaluate(s, dataset, split, modes, name))
+    table = Table(
+        "mode",
+        "nDCG@10",
+        "Recall@100",
+        "MRR@10",
+        "p50 ms",
+        "p95 ms",
+        title=f"{report['dataset']} ({split}, {report['queries']} queries)",
+    )
+    for m, r in report["modes"].items():
+        table.add_row(
+            m,
+            f"{r['ndcg@10']:.4f}",
+            f"{r['recall@100']:.4f}",
+            f"{r['mrr@10']:.4f}",
+            f"{r['latency_ms_p50']:.1f}",
+            f"{r['latency_ms_p95']:.1f}",
+        )
+    console.print(table)
+    if json_file is not None:
+        json_file.write_text(json.dumps(report, indent=2))

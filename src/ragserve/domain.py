@@ -1,0 +1,223 @@
+"""Typed domain objects shared by every part of ragserve.
+
+Everything that crosses a seam (a ``protocol.py``) is one of these frozen dataclasses, never a raw dict or a
+backend's own object. Metadata values are JSON scalars or lists of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal, TypeAlias
+
+JsonScalar: TypeAlias = str | int | float | bool | None
+MetadataValue: TypeAlias = JsonScalar | list[JsonScalar]
+Metadata: TypeAlias = dict[str, MetadataValue]
+
+SearchMode: TypeAlias = Literal["hybrid", "dense", "keyword"]
+
+
+# --- parsing and chunking -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TextBlock:
+    """A run of text from a parsed file: a paragraph, list item or table row, with where it came from."""
+
+    text: str
+    section_path: tuple[str, ...] = ()
+    page: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedDocument:
+    """A file turned into ordered text blocks; ``title`` is what the file itself declares, if anything."""
+
+    blocks: tuple[TextBlock, ...]
+    title: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkDraft:
+    """A chunk before it is stored: text bounded in model tokens, with its position in the document."""
+
+    ordinal: int
+    text: str
+    section_path: tuple[str, ...] = ()
+    page: int | None = None
+    token_count: int = 0
+
+
+# --- stored objects --------------------------------------------------------------------------------------
+
+
+class DocumentStatus(StrEnum):
+    PENDING = "pending"
+    READY = "ready"
+
+
+@dataclass(frozen=True, slots=True)
+class Collection:
+    id: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    id: str
+    collection: str
+    external_id: str | None
+    title: str | None
+    source: str | None
+    metadata: Metadata
+    status: DocumentStatus
+    content_hash: str | None
+    chunk_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A stored chunk; ``id`` is the backend's integer key, also the label in the vector index."""
+
+    id: int
+    document_id: str
+    ordinal: int
+    text: str
+    section: str | None
+    page: int | None
+    token_count: int
+    content_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewChunk:
+    """A chunk ready to be written: its text, position, the hash it is cached under and its unit vector."""
+
+    ordinal: int
+    text: str
+    section: str | None
+    page: int | None
+    token_count: int
+    content_hash: str
+    vector: bytes  # float32 little-endian, L2-normalised
+
+
+# --- jobs ------------------------------------------------------------------------------------------------
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    PARTIAL = "partial"
+
+
+@dataclass(frozen=True, slots=True)
+class JobError:
+    document_id: str | None
+    filename: str | None
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobProgress:
+    stage: str
+    done: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: str
+    kind: str
+    status: JobStatus
+    progress: JobProgress
+    errors: tuple[JobError, ...]
+    document_ids: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentInput:
+    """One document as a client submitted it: inline text or file bytes, staged until a worker parses it."""
+
+    collection: str
+    external_id: str | None = None
+    title: str | None = None
+    text: str | None = None
+    filename: str | None = None
+    content: bytes | None = None
+    metadata: Metadata = field(default_factory=dict)
+
+
+# --- retrieval and answers -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFilters:
+    """Metadata conditions, all of which must hold: a scalar means equality, a list means ``in``."""
+
+    conditions: tuple[tuple[str, MetadataValue], ...] = ()
+
+    @classmethod
+    def from_mapping(cls, mapping: Metadata | None) -> SearchFilters:
+        return cls(tuple(sorted((mapping or {}).items())))
+
+    def __bool__(self) -> bool:
+        return bool(self.conditions)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """A chunk that matched a query, with what a citation needs. ``score`` is higher-is-better."""
+
+    chunk_id: int
+    document_id: str
+    external_id: str | None
+    title: str | None
+    source: str | None
+    text: str
+    score: float
+    metadata: Metadata
+    section: str | None = None
+    page: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    hits: tuple[SearchHit, ...]
+    mode: SearchMode
+    degraded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    index: int
+    chunk_id: int
+    document_id: str
+    external_id: str | None
+    source: str | None
+    title: str | None
+    quote: str
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    text: str
+    abstained: bool
+    citations: tuple[Citation, ...]
+    generator: str
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerDelta:
+    """A piece of answer text as it is produced; a stream of these ends with the complete ``Answer``."""
+
+    text: str

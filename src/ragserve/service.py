@@ -1,0 +1,259 @@
+"""The application service: builds the configured parts once and offers the operations the API and CLI share.
+
+``RagService.open(settings)`` wires the embedded defaults (SQLite, HNSW files, the ONNX model, the in-process
+job runner, the extractive generator); ``start()``/``close()`` bracket its life. Routes and CLI commands each
+call one method here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import IO
+
+import anyio.to_thread
+
+from ragserve.domain import (
+    Answer,
+    AnswerDelta,
+    Chunk,
+    Document,
+    DocumentInput,
+    Job,
+    Metadata,
+    SearchFilters,
+    SearchResult,
+)
+from ragserve.embedding.onnx import OnnxEmbedder
+from ragserve.embedding.protocol import Embedder
+from ragserve.errors import DataDirLockedError, PayloadTooLargeError, UnsupportedMediaTypeError
+from ragserve.ingest.loaders import is_supported
+from ragserve.ingest.pipeline import IngestPipeline
+from ragserve.ingest.runner import LocalJobRunner
+from ragserve.llm.extractive import ExtractiveGenerator
+from ragserve.llm.protocol import AnswerGenerator
+from ragserve.observability.metrics import ANSWERS, timed
+from ragserve.retrieval.search import Retriever, SearchQuery, validate_query
+from ragserve.settings import Settings
+from ragserve.stores.hnsw import HnswVectorIndex
+from ragserve.stores.sqlite import SqliteStore
+from ragserve.stores.sqlite_db import SqliteDatabase
+from ragserve.stores.sqlite_jobs import SqliteJobStore
+
+logger = logging.getLogger(__name__)
+
+
+def lock_data_dir(settings: Settings) -> IO[str]:
+    """Hold an exclusive lock on the data directory for this process's lifetime: the HNSW files are written by
+    one process only. Raises ``DataDirLockedError`` naming the holder."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(settings.data_dir / "ragserve.lock", "a+")  # noqa: SIM115 - held until close()
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise DataDirLockedError(
+            f"the data directory {settings.data_dir} is in use by {holder}; stop it or use another RAGSERVE_DATA_DIR"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    database: bool
+    index: bool
+    model: bool
+
+    @property
+    def is_ready(self) -> bool:
+        return self.database and self.index and self.model
+
+
+class RagService:
+    """Everything a running ragserve needs, built from one ``Settings``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: SqliteDatabase,
+        embedder: Embedder,
+        generator: AnswerGenerator,
+        lock: IO[str],
+    ) -> None:
+        self.settings = settings
+        self._db = db
+        self._lock = lock
+        self.embedder = embedder
+        self.store = SqliteStore(db, title_weight=settings.retrieval.title_weight)
+        self.jobs = SqliteJobStore(db)
+        self.index = HnswVectorIndex(settings.index_dir, embedder.dimension, settings.vector_index)
+        self.pipeline = IngestPipeline(self.jobs, self.store, self.store, self.index, embedder, settings.chunking)
+        self.runner = LocalJobRunner(
+            self.jobs, self.pipeline, settings.jobs.workers, settings.jobs.poll_interval_seconds
+        )
+        self.retriever = Retriever(self.store, self.index, embedder, settings.retrieval, settings.default_collection)
+        self.generator = generator
+        self._flusher: asyncio.Task[None] | None = None
+        self._index_ready = False
+
+    @classmethod
+    def open(cls, settings: Settings, embedder: Embedder | None = None) -> RagService:
+        """Build the embedded defaults (``embedder`` may be shared, e.g. by tests). Raises
+        ``DataDirLockedError`` if another process uses the data dir."""
+        lock = lock_data_dir(settings)
+        db = SqliteDatabase(settings.database_path)
+        embedder = embedder or OnnxEmbedder(
+            cache_dir=settings.model_cache_dir,
+            max_seq_length=settings.embedding.max_seq_length,
+            batch_size=settings.embedding.batch_size,
+            intra_op_threads=settings.embedding.threads or None,
+        )
+        generator = ExtractiveGenerator(
+            embedder, max_sentences=settings.answer.max_sentences, max_words=settings.answer.max_words
+        )
+        return cls(settings, db, embedder, generator, lock)
+
+    # --- life cycle -------------------------------------------------------------------------------------
+
+    async def start(self, run_jobs: bool = True) -> None:
+        """Catch the vector index up with the database, then start the job runner and the index saver."""
+        await anyio.to_thread.run_sync(self._catch_up)
+        self._index_ready = True
+        if run_jobs:
+            await self.runner.start()
+        self._flusher = asyncio.create_task(self._flush_periodically(), name="index-flusher")
+
+    def _catch_up(self) -> None:
+        for collection in self.store.list_collections():
+            self.index.catch_up(collection.id, self.store)
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.vector_index.save_interval_seconds)
+            await anyio.to_thread.run_sync(self.index.flush)
+
+    async def close(self) -> None:
+        await self.runner.stop()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await anyio.to_thread.run_sync(self.index.flush)
+        self._db.close()
+        self._lock.close()
+
+    def readiness(self) -> Readiness:
+        try:
+            self._db.connection().execute("SELECT 1").fetchone()
+            database = True
+        except Exception:  # any failure means "not ready"; the probe must answer, not raise
+            database = False
+        return Readiness(database=database, index=self._index_ready, model=self.embedder.dimension > 0)
+
+    # --- ingestion ----------------------------------------------------------------------------------------
+
+    def check_inputs(self, inputs: Sequence[DocumentInput]) -> None:
+        """Reject a request before anything is stored. Raises ``PayloadTooLargeError``,
+        ``UnsupportedMediaTypeError``."""
+        limits = self.settings.limits
+        if len(inputs) > limits.max_documents_per_request:
+            raise PayloadTooLargeError(
+                f"{len(inputs)} documents in one request; the limit is {limits.max_documents_per_request}"
+            )
+        for item in inputs:
+            size = len(item.content) if item.content is not None else len((item.text or "").encode())
+            if size > limits.max_upload_bytes:
+                name = item.filename or item.external_id or "a document"
+                raise PayloadTooLargeError(f"{name} has {size} bytes; the limit is {limits.max_upload_bytes}")
+            if item.content is not None and not is_supported(item.filename or ""):
+                raise UnsupportedMediaTypeError(
+                    f"{item.filename or 'the file'}: unsupported file type; send .txt, .md, .html, .pdf, "
+                    ".docx, .json or .jsonl"
+                )
+
+    async def submit(self, inputs: Sequence[DocumentInput], idempotency_key: str | None = None) -> Job:
+        """Validate and stage documents as one job; the runner ingests them in the background."""
+        self.check_inputs(inputs)
+        request_hash = _request_hash(inputs) if idempotency_key else None
+        job = await anyio.to_thread.run_sync(self.jobs.create_job, inputs, idempotency_key, request_hash)
+        self.runner.notify()
+        return job
+
+    async def get_job(self, job_id: str) -> Job:
+        return await anyio.to_thread.run_sync(self.jobs.get_job, job_id)
+
+    async def get_document(self, document_id: str) -> tuple[Document, list[Chunk]]:
+        document = await anyio.to_thread.run_sync(self.store.get_document, document_id)
+        chunks = await anyio.to_thread.run_sync(self.store.get_chunks, document_id)
+        return document, chunks
+
+    async def list_documents(self, collection: str | None, limit: int, offset: int) -> tuple[list[Document], int]:
+        return await anyio.to_thread.run_sync(self.store.list_documents, collection, limit, offset)
+
+    async def delete_document(self, document_id: str) -> None:
+        collection_id, chunk_ids = await anyio.to_thread.run_sync(self.store.delete_document, document_id)
+        await anyio.to_thread.run_sync(self.index.delete, collection_id, chunk_ids)
+
+    # --- retrieval and answers ----------------------------------------------------------------------------
+
+    def _validated(self, query: SearchQuery) -> SearchQuery:
+        text = validate_query(query.text, self.settings.limits.max_query_chars)
+        return SearchQuery(text, query.k, query.offset, query.collection, query.filters, query.mode)
+
+    async def search(self, query: SearchQuery) -> SearchResult:
+        return await anyio.to_thread.run_sync(self.retriever.search, self._validated(query))
+
+    async def answer(self, question: str, k: int | None, collection: str | None, filters: Metadata | None) -> Answer:
+        hits = await self._contexts(question, k, collection, filters)
+        with timed("generate"):
+            answer = await self.generator.generate(question.strip(), hits.hits)
+        ANSWERS.labels(generator=answer.generator, abstained=str(answer.abstained).lower()).inc()
+        return answer
+
+    async def stream_answer(
+        self, question: str, k: int | None, collection: str | None, filters: Metadata | None
+    ) -> AsyncIterator[AnswerDelta | Answer]:
+        """Validates before the first item, so errors surface before a stream starts."""
+        hits = await self._contexts(question, k, collection, filters)
+        return self._stream(question.strip(), hits)
+
+    async def _stream(self, question: str, hits: SearchResult) -> AsyncIterator[AnswerDelta | Answer]:
+        async for item in self.generator.stream(question, hits.hits):
+            if isinstance(item, Answer):
+                ANSWERS.labels(generator=item.generator, abstained=str(item.abstained).lower()).inc()
+            yield item
+
+    async def _contexts(
+        self, question: str, k: int | None, collection: str | None, filters: Metadata | None
+    ) -> SearchResult:
+        query = SearchQuery(
+            question,
+            k or self.settings.answer.k,
+            0,
+            collection,
+            SearchFilters.from_mapping(filters),
+            "hybrid",
+        )
+        return await self.search(query)
+
+
+def _request_hash(inputs: Sequence[DocumentInput]) -> str:
+    digest = hashlib.sha256()
+    for item in inputs:
+        head = [item.collection, item.external_id, item.title, item.filename, item.metadata]
+        digest.update(json.dumps(head, sort_keys=True).encode())
+        digest.update(item.content if item.content is not None else (item.text or "").encode())
+    return digest.hexdigest()

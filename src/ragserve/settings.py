@@ -1,0 +1,114 @@
+"""All configuration of ragserve, read once from the environment (``RAGSERVE_`` prefix, ``__`` for nesting).
+
+Example: ``RAGSERVE_SERVER__PORT=9000``, ``RAGSERVE_RETRIEVAL__HYBRID_ALPHA=0.6``. Secrets may also come from
+files in ``/run/secrets`` (Kubernetes-mounted). Built in ``main()``/``create_app()`` and passed down; no other
+module reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class LimitSettings(BaseModel):
+    """Request limits enforced at the API edge."""
+
+    max_query_chars: int = Field(default=2000, ge=1)
+    max_documents_per_request: int = Field(default=100, ge=1)
+    max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    max_request_bytes: int = Field(default=80 * 1024 * 1024, ge=1)
+    max_k: int = Field(default=100, ge=1)
+
+
+class EmbeddingSettings(BaseModel):
+    backend: Literal["onnx"] = "onnx"
+    batch_size: int = Field(default=32, ge=1, le=512)
+    max_seq_length: int = Field(default=256, ge=16, le=512)
+    threads: int = Field(default=0, ge=0, description="ONNX Runtime intra-op threads; 0 = all cores")
+    cache_dir: Path | None = Field(
+        default=None, description="where the built ONNX model is kept; default data_dir/models"
+    )
+
+
+class ChunkingSettings(BaseModel):
+    max_tokens: int = Field(default=200, ge=16, le=512)
+    overlap_tokens: int = Field(default=40, ge=0)
+
+
+class VectorIndexSettings(BaseModel):
+    """HNSW parameters; ``exact_search_max`` is the filtered-candidate count below which search is exact."""
+
+    m: int = Field(default=16, ge=4, le=128)
+    ef_construction: int = Field(default=200, ge=16)
+    ef_search: int = Field(default=128, ge=10)
+    exact_search_max: int = Field(default=20_000, ge=0)
+    save_interval_seconds: float = Field(default=30.0, gt=0)
+
+
+class RetrievalSettings(BaseModel):
+    default_mode: Literal["hybrid", "dense", "keyword"] = "hybrid"
+    fusion: Literal["zscore", "rrf"] = "zscore"
+    hybrid_alpha: float = Field(default=0.5, ge=0.0, le=1.0, description="weight of the dense half")
+    candidates: int = Field(default=100, ge=10, le=2000, description="hits taken from each half before fusion")
+    rrf_k: int = Field(default=60, ge=1)
+    title_weight: float = Field(default=1.0, gt=0.0, description="BM25 weight of title terms vs body terms")
+
+
+class AnswerSettings(BaseModel):
+    k: int = Field(default=6, ge=1, le=50)
+    max_sentences: int = Field(default=3, ge=1, le=20)
+    max_words: int = Field(default=60, ge=5)
+
+
+class JobSettings(BaseModel):
+    workers: int = Field(default=1, ge=1, le=32)
+    poll_interval_seconds: float = Field(default=0.5, gt=0)
+
+
+class StoreSettings(BaseModel):
+    backend: Literal["sqlite"] = "sqlite"
+
+
+class Settings(BaseSettings):
+    """The root of all settings. ``data_dir`` holds the SQLite database, the vector indexes and model caches."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAGSERVE_",
+        env_nested_delimiter="__",
+        secrets_dir=None,
+        extra="ignore",
+    )
+
+    data_dir: Path = Path("./ragserve-data")
+    default_collection: str = "default"
+    server: ServerSettings = ServerSettings()
+    limits: LimitSettings = LimitSettings()
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    chunking: ChunkingSettings = ChunkingSettings()
+    vector_index: VectorIndexSettings = VectorIndexSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    answer: AnswerSettings = AnswerSettings()
+    jobs: JobSettings = JobSettings()
+    store: StoreSettings = StoreSettings()
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "ragserve.sqlite3"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.embedding.cache_dir or self.data_dir / "models"

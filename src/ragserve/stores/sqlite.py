@@ -1,0 +1,380 @@
+"""The embedded store: collections, documents, chunks, BM25 (FTS5) and the embedding cache in one SQLite file.
+
+Chunk text is indexed in FTS5 after our own analysis (``analyzer.py``: stop words, Snowball stems), so FTS5's
+built-in ``bm25()`` ranks stemmed terms. The FTS rows are written in the same transaction as the chunks,
+so the keyword index can never disagree with the documents.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import uuid
+from collections.abc import Sequence
+
+import numpy as np
+
+from ragserve.domain import (
+    Chunk,
+    Collection,
+    Document,
+    DocumentStatus,
+    Metadata,
+    NewChunk,
+    SearchFilters,
+    SearchHit,
+)
+from ragserve.errors import InvalidRequestError, NotFoundError
+from ragserve.stores.analyzer import analyze_to_string
+from ragserve.stores.protocol import ChunkChanges, StagedItem, Vectors
+from ragserve.stores.sqlite_db import SqliteDatabase, parse_time, utc_now
+
+_METADATA_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+_SQL_VARIABLES_PER_QUERY = 900
+_DOCUMENT_COLUMNS = (
+    "d.id, c.name, d.external_id, d.title, d.source, d.metadata, d.status, d.content_hash, d.chunk_count, "
+    "d.created_at, d.updated_at"
+)
+
+
+def _document(row: sqlite3.Row | tuple[object, ...]) -> Document:
+    return Document(
+        id=str(row[0]),
+        collection=str(row[1]),
+        external_id=None if row[2] is None else str(row[2]),
+        title=None if row[3] is None else str(row[3]),
+        source=None if row[4] is None else str(row[4]),
+        metadata=json.loads(str(row[5])),
+        status=DocumentStatus(str(row[6])),
+        content_hash=None if row[7] is None else str(row[7]),
+        chunk_count=int(str(row[8])),
+        created_at=parse_time(str(row[9])),
+        updated_at=parse_time(str(row[10])),
+    )
+
+
+def filter_clause(filters: SearchFilters) -> tuple[str, list[object]]:
+    """SQL ``AND ...`` conditions on document alias ``d``: a document value (or any element of a list value)
+    must equal the filter value, or one of the filter's list. Keys are validated, values bound."""
+    sql: list[str] = []
+    params: list[object] = []
+    for key, value in filters.conditions:
+        if not _METADATA_KEY.match(key):
+            raise InvalidRequestError(f"filter key {key!r} must be 1-64 letters, digits, '_' or '-'")
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise InvalidRequestError(f"filter {key!r} has an empty list")
+        marks = ", ".join("?" for _ in values)
+        sql.append(f" AND EXISTS (SELECT 1 FROM json_each(d.metadata, ?) AS m WHERE m.value IN ({marks}))")
+        params.append(f'$."{key}"')
+        params.extend(values)
+    return "".join(sql), params
+
+
+def _batches(ids: Sequence[int]) -> list[Sequence[int]]:
+    step = _SQL_VARIABLES_PER_QUERY
+    return [ids[i : i + step] for i in range(0, len(ids), step)]
+
+
+class SqliteStore:
+    """Implements ``DocumentStore``, ``ChunkStore``, ``KeywordIndex`` and ``EmbeddingCache``."""
+
+    def __init__(self, db: SqliteDatabase, title_weight: float = 1.0) -> None:
+        self._db = db
+        self._title_weight = title_weight
+
+    # --- collections -----------------------------------------------------------------------------------
+
+    def ensure_collection(self, name: str) -> Collection:
+        conn = self._db.connection()
+        row = conn.execute("SELECT id, name, created_at FROM collections WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            with self._db.write() as wconn:
+                wconn.execute(
+                    "INSERT OR IGNORE INTO collections(id, name, created_at) VALUES (?, ?, ?)",
+                    (uuid.uuid4().hex, name, utc_now()),
+                )
+            row = conn.execute("SELECT id, name, created_at FROM collections WHERE name = ?", (name,)).fetchone()
+        return Collection(id=row[0], name=row[1], created_at=parse_time(row[2]))
+
+    def get_collection(self, name: str) -> Collection:
+        row = (
+            self._db.connection()
+            .execute("SELECT id, name, created_at FROM collections WHERE name = ?", (name,))
+            .fetchone()
+        )
+        if row is None:
+            raise NotFoundError(f"collection {name!r} not found")
+        return Collection(id=row[0], name=row[1], created_at=parse_time(row[2]))
+
+    def list_collections(self) -> list[Collection]:
+        rows = self._db.connection().execute("SELECT id, name, created_at FROM collections ORDER BY name")
+        return [Collection(id=r[0], name=r[1], created_at=parse_time(r[2])) for r in rows]
+
+    # --- documents ---------------------------------------------------------------------------------------
+
+    def get_document(self, document_id: str) -> Document:
+        row = (
+            self._db.connection()
+            .execute(
+                f"SELECT {_DOCUMENT_COLUMNS} FROM documents d JOIN collections c ON c.id = d.collection_id "
+                "WHERE d.id = ?",
+                (document_id,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            raise NotFoundError(f"document {document_id!r} not found")
+        return _document(row)
+
+    def find_document(self, collection_id: str, external_id: str) -> Document | None:
+        row = (
+            self._db.connection()
+            .execute(
+                f"SELECT {_DOCUMENT_COLUMNS} FROM documents d JOIN collections c ON c.id = d.collection_id "
+                "WHERE d.collection_id = ? AND d.external_id = ?",
+                (collection_id, external_id),
+            )
+            .fetchone()
+        )
+        return None if row is None else _document(row)
+
+    def list_documents(self, collection: str | None, limit: int, offset: int) -> tuple[list[Document], int]:
+        where, params = ("WHERE c.name = ?", [collection]) if collection else ("", [])
+        conn = self._db.connection()
+        total = conn.execute(
+            f"SELECT count(*) FROM documents d JOIN collections c ON c.id = d.collection_id {where}", params
+        ).fetchone()[0]
+        rows = conn.execute(
+            f"SELECT {_DOCUMENT_COLUMNS} FROM documents d JOIN collections c ON c.id = d.collection_id "
+            f"{where} ORDER BY d.created_at DESC, d.id LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        ).fetchall()
+        return [_document(r) for r in rows], int(total)
+
+    def delete_document(self, document_id: str) -> tuple[str, list[int]]:
+        with self._db.write() as conn:
+            row = conn.execute("SELECT collection_id FROM documents WHERE id = ?", (document_id,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"document {document_id!r} not found")
+            ids = [r[0] for r in conn.execute("SELECT id FROM chunks WHERE document_id = ?", (document_id,))]
+            self._delete_chunks(conn, ids)
+            conn.execute("DELETE FROM documents WHERE id = ?", (document_id,))
+        return str(row[0]), ids
+
+    def write_document(
+        self, item: StagedItem, title: str | None, content_hash: str, chunks: Sequence[NewChunk]
+    ) -> ChunkChanges:
+        source = item.input.filename or item.input.external_id
+        with self._db.write() as conn:
+            if conn.execute("SELECT 1 FROM documents WHERE id = ?", (item.document_id,)).fetchone() is None:
+                raise NotFoundError(f"document {item.document_id!r} was deleted before it was ingested")
+            reusable: dict[tuple[str, int | None], list[int]] = {}
+            for cid, chash, page in conn.execute(
+                "SELECT id, content_hash, page FROM chunks WHERE document_id = ? ORDER BY id",
+                (item.document_id,),
+            ):
+                reusable.setdefault((chash, page), []).append(cid)
+            added = [(self._put_chunk(conn, item, title, chunk, reusable), chunk.vector) for chunk in chunks]
+            removed = [cid for ids in reusable.values() for cid in ids]
+            self._delete_chunks(conn, removed)
+            conn.execute(
+                "UPDATE documents SET title = ?, source = ?, metadata = ?, status = ?, content_hash = ?, "
+                "chunk_count = ?, updated_at = ? WHERE id = ?",
+                (
+                    title,
+                    source,
+                    json.dumps(item.input.metadata),
+                    DocumentStatus.READY.value,
+                    content_hash,
+                    len(chunks),
+                    utc_now(),
+                    item.document_id,
+                ),
+            )
+            conn.execute(
+                "UPDATE job_items SET status = 'done', payload = NULL WHERE job_id = ? AND seq = ?",
+                (item.job_id, item.seq),
+            )
+            conn.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", (utc_now(), item.job_id))
+        fresh = [(cid, vector) for cid, vector in added if cid is not None]
+        return ChunkChanges(
+            added=tuple(cid for cid, _ in fresh),
+            added_vectors=tuple(vector for _, vector in fresh),
+            removed=tuple(removed),
+        )
+
+    def _put_chunk(
+        self,
+        conn: sqlite3.Connection,
+        item: StagedItem,
+        title: str | None,
+        chunk: NewChunk,
+        reusable: dict[tuple[str, int | None], list[int]],
+    ) -> int | None:
+        """Insert a chunk, or keep an identical existing one (returns None then: nothing to index)."""
+        same = reusable.get((chunk.content_hash, chunk.page))
+        if same:
+            conn.execute("UPDATE chunks SET ordinal = ? WHERE id = ?", (chunk.ordinal, same.pop(0)))
+            return None
+        cursor = conn.execute(
+            "INSERT INTO chunks(document_id, collection_id, ordinal, text, section, page, token_count, "
+            "content_hash, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                item.document_id,
+                item.collection_id,
+                chunk.ordinal,
+                chunk.text,
+                chunk.section,
+                chunk.page,
+                chunk.token_count,
+                chunk.content_hash,
+                chunk.vector,
+            ),
+        )
+        chunk_id = int(cursor.lastrowid or 0)
+        body = analyze_to_string(f"{chunk.section or ''}\n{chunk.text}")
+        conn.execute(
+            "INSERT INTO chunks_fts(rowid, title, body) VALUES (?, ?, ?)",
+            (chunk_id, analyze_to_string(title or ""), body),
+        )
+        return chunk_id
+
+    @staticmethod
+    def _delete_chunks(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
+        for batch in _batches(ids):
+            marks = ", ".join("?" for _ in batch)
+            conn.execute(f"DELETE FROM chunks_fts WHERE rowid IN ({marks})", list(batch))
+            conn.execute(f"DELETE FROM chunks WHERE id IN ({marks})", list(batch))
+
+    # --- chunks --------------------------------------------------------------------------------------------
+
+    def get_chunks(self, document_id: str) -> list[Chunk]:
+        rows = self._db.connection().execute(
+            "SELECT id, document_id, ordinal, text, section, page, token_count, content_hash FROM chunks "
+            "WHERE document_id = ? ORDER BY ordinal",
+            (document_id,),
+        )
+        return [Chunk(*row) for row in rows]
+
+    def hits(self, scored: Sequence[tuple[int, float]]) -> list[SearchHit]:
+        found: dict[int, tuple[object, ...]] = {}
+        conn = self._db.connection()
+        for batch in _batches([cid for cid, _ in scored]):
+            marks = ", ".join("?" for _ in batch)
+            for row in conn.execute(
+                "SELECT c.id, c.document_id, d.external_id, d.title, d.source, c.text, d.metadata, c.section, "
+                f"c.page FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id IN ({marks})",
+                list(batch),
+            ):
+                found[int(row[0])] = tuple(row)
+        hits = []
+        for cid, score in scored:
+            row = found.get(cid)
+            if row is None:
+                continue
+            metadata: Metadata = json.loads(str(row[6]))
+            hits.append(
+                SearchHit(
+                    chunk_id=cid,
+                    document_id=str(row[1]),
+                    external_id=None if row[2] is None else str(row[2]),
+                    title=None if row[3] is None else str(row[3]),
+                    source=None if row[4] is None else str(row[4]),
+                    text=str(row[5]),
+                    score=float(score),
+                    metadata=metadata,
+                    section=None if row[7] is None else str(row[7]),
+                    page=None if row[8] is None else int(str(row[8])),
+                )
+            )
+        return hits
+
+    def chunk_ids(self, collection_id: str, filters: SearchFilters) -> list[int]:
+        clause, params = filter_clause(filters)
+        rows = self._db.connection().execute(
+            f"SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.collection_id = ?{clause}",
+            [collection_id, *params],
+        )
+        return [int(r[0]) for r in rows]
+
+    def chunk_vectors(self, ids: Sequence[int]) -> Vectors:
+        found: dict[int, bytes] = {}
+        conn = self._db.connection()
+        for batch in _batches(ids):
+            marks = ", ".join("?" for _ in batch)
+            for cid, blob in conn.execute(f"SELECT id, vector FROM chunks WHERE id IN ({marks})", list(batch)):
+                found[int(cid)] = blob
+        missing = [cid for cid in ids if cid not in found]
+        if missing:
+            raise NotFoundError(f"{len(missing)} chunk vectors not found, e.g. {missing[0]}")
+        if not ids:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack([np.frombuffer(found[cid], dtype=np.float32) for cid in ids])
+
+    # --- keyword search ---------------------------------------------------------------------------------
+
+    def keyword_search(
+        self, collection_id: str, terms: Sequence[str], k: int, filters: SearchFilters
+    ) -> list[tuple[int, float]]:
+        unique = sorted(set(terms))
+        if not unique:
+            return []
+        match = " OR ".join(f'"{term}"' for term in unique)
+        clause, params = filter_clause(filters)
+        join = " JOIN documents d ON d.id = c.document_id" if filters else ""
+        rows = self._db.connection().execute(
+            "SELECT chunks_fts.rowid, bm25(chunks_fts, ?, 1.0) AS rank FROM chunks_fts "
+            f"JOIN chunks c ON c.id = chunks_fts.rowid{join} "
+            f"WHERE chunks_fts MATCH ? AND c.collection_id = ?{clause} ORDER BY rank LIMIT ?",
+            [self._title_weight, match, collection_id, *params, k],
+        )
+        # FTS5's bm25() is negated so that ascending order is best-first; flip it back.
+        return [(int(cid), -float(rank)) for cid, rank in rows]
+
+    # --- embedding cache --------------------------------------------------------------------------------
+
+    def get_vectors(self, keys: Sequence[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        conn = self._db.connection()
+        for i in range(0, len(keys), _SQL_VARIABLES_PER_QUERY):
+            batch = list(keys[i : i + _SQL_VARIABLES_PER_QUERY])
+            marks = ", ".join("?" for _ in batch)
+            for key, blob in conn.execute(f"SELECT key, vector FROM embedding_cache WHERE key IN ({marks})", batch):
+                found[str(key)] = bytes(blob)
+        return found
+
+    def put_vectors(self, items: Sequence[tuple[str, bytes]]) -> None:
+        if items:
+            with self._db.write() as conn:
+                conn.executemany("INSERT OR REPLACE INTO embedding_cache(key, vector) VALUES (?, ?)", items)
+
+    # --- evaluation helpers --------------------------------------------------------------------------------
+
+    def external_ids(self, collection: str) -> set[str]:
+        """External ids of a collection's documents (empty if the collection does not exist)."""
+        rows = self._db.connection().execute(
+            "SELECT d.external_id FROM documents d JOIN collections c ON c.id = d.collection_id "
+            "WHERE c.name = ? AND d.external_id IS NOT NULL",
+            (collection,),
+        )
+        return {str(r[0]) for r in rows}
+
+    def external_ids_of(self, chunk_ids: Sequence[int]) -> list[str]:
+        """Documents' external ids (or ids) in order of their first chunk in ``chunk_ids``: max-passage."""
+        found: dict[int, str] = {}
+        conn = self._db.connection()
+        for batch in _batches(chunk_ids):
+            marks = ", ".join("?" for _ in batch)
+            for cid, ext, doc in conn.execute(
+                "SELECT c.id, d.external_id, d.id FROM chunks c JOIN documents d ON d.id = c.document_id "
+                f"WHERE c.id IN ({marks})",
+                list(batch),
+            ):
+                found[int(cid)] = str(ext if ext is not None else doc)
+        ranked: dict[str, None] = {}
+        for cid in chunk_ids:
+            if cid in found:
+                ranked.setdefault(found[cid], None)
+        return list(ranked)

@@ -1,0 +1,220 @@
+"""Ingestion jobs in SQLite. A job stages its documents (the client's bytes, compressed) as items in the same
+transaction that creates the pending document rows, so an accepted request survives a crash: a restarted
+process puts items left ``running`` back to ``pending`` and the job goes on.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+import uuid
+import zlib
+from collections.abc import Sequence
+
+from ragserve.domain import DocumentInput, DocumentStatus, Job, JobError, JobProgress, JobStatus
+from ragserve.errors import ConflictError, NotFoundError
+from ragserve.stores.protocol import StagedItem
+from ragserve.stores.sqlite_db import SqliteDatabase, parse_time, utc_now
+
+
+def encode_input(item: DocumentInput) -> bytes:
+    payload = {
+        "collection": item.collection,
+        "external_id": item.external_id,
+        "title": item.title,
+        "text": item.text,
+        "filename": item.filename,
+        "content": None if item.content is None else base64.b64encode(item.content).decode("ascii"),
+        "metadata": item.metadata,
+    }
+    return zlib.compress(json.dumps(payload).encode("utf-8"), level=1)
+
+
+def decode_input(blob: bytes) -> DocumentInput:
+    payload = json.loads(zlib.decompress(blob))
+    content = payload["content"]
+    return DocumentInput(
+        collection=payload["collection"],
+        external_id=payload["external_id"],
+        title=payload["title"],
+        text=payload["text"],
+        filename=payload["filename"],
+        content=None if content is None else base64.b64decode(content),
+        metadata=payload["metadata"],
+    )
+
+
+def _status(counts: dict[str, int], total: int) -> JobStatus:
+    done, failed = counts.get("done", 0), counts.get("failed", 0)
+    if done + failed >= total:
+        if failed == 0:
+            return JobStatus.SUCCEEDED
+        return JobStatus.FAILED if done == 0 else JobStatus.PARTIAL
+    if counts.get("running", 0) or done or failed:
+        return JobStatus.RUNNING
+    return JobStatus.QUEUED
+
+
+class SqliteJobStore:
+    """Implements ``JobStore`` over the shared database file."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+
+    def create_job(self, inputs: Sequence[DocumentInput], idempotency_key: str | None, request_hash: str | None) -> Job:
+        with self._db.write() as conn:
+            if idempotency_key is not None:
+                row = conn.execute(
+                    "SELECT request_hash, job_id FROM idempotency_keys WHERE key = ?", (idempotency_key,)
+                ).fetchone()
+                if row is not None:
+                    if row[0] != request_hash:
+                        raise ConflictError("this Idempotency-Key was already used with a different request")
+                    return self._job(conn, str(row[1]))
+            job_id = uuid.uuid4().hex
+            now = utc_now()
+            conn.execute(
+                "INSERT INTO jobs(id, kind, stage, total, created_at, updated_at) VALUES (?, 'ingest', ?, ?, ?, ?)",
+                (job_id, "queued", len(inputs), now, now),
+            )
+            for seq, item in enumerate(inputs):
+                document_id = self._stage_document(conn, item, now)
+                conn.execute(
+                    "INSERT INTO job_items(job_id, seq, document_id, status, payload) VALUES (?, ?, ?, 'pending', ?)",
+                    (job_id, seq, document_id, encode_input(item)),
+                )
+            if idempotency_key is not None:
+                conn.execute(
+                    "INSERT INTO idempotency_keys(key, request_hash, job_id, created_at) VALUES (?, ?, ?, ?)",
+                    (idempotency_key, request_hash or "", job_id, now),
+                )
+            return self._job(conn, job_id)
+
+    @staticmethod
+    def _stage_document(conn: sqlite3.Connection, item: DocumentInput, now: str) -> str:
+        """The id of the document this input writes: an existing one with the same external id, or a new
+        pending row (which disappears again if its ingestion fails)."""
+        conn.execute(
+            "INSERT OR IGNORE INTO collections(id, name, created_at) VALUES (?, ?, ?)",
+            (uuid.uuid4().hex, item.collection, now),
+        )
+        collection_id = conn.execute("SELECT id FROM collections WHERE name = ?", (item.collection,)).fetchone()[0]
+        if item.external_id is not None:
+            row = conn.execute(
+                "SELECT id FROM documents WHERE collection_id = ? AND external_id = ?",
+                (collection_id, item.external_id),
+            ).fetchone()
+            if row is not None:
+                return str(row[0])
+        document_id = str(uuid.uuid4())
+        conn.execute(
+            "INSERT INTO documents(id, collection_id, external_id, title, source, metadata, status, created_at, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                document_id,
+                collection_id,
+                item.external_id,
+                item.title or item.filename,
+                item.filename or item.external_id,
+                json.dumps(item.metadata),
+                DocumentStatus.PENDING.value,
+                now,
+                now,
+            ),
+        )
+        return document_id
+
+    def get_job(self, job_id: str) -> Job:
+        return self._job(self._db.connection(), job_id)
+
+    @staticmethod
+    def _job(conn: sqlite3.Connection, job_id: str) -> Job:
+        row = conn.execute(
+            "SELECT id, kind, stage, total, created_at, updated_at FROM jobs WHERE id = ?", (job_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(f"job {job_id!r} not found")
+        counts = dict(
+            conn.execute("SELECT status, count(*) FROM job_items WHERE job_id = ? GROUP BY status", (job_id,))
+        )
+        errors = tuple(
+            JobError(**json.loads(r[0]))
+            for r in conn.execute(
+                "SELECT error FROM job_items WHERE job_id = ? AND status = 'failed' ORDER BY seq", (job_id,)
+            )
+        )
+        document_ids = tuple(
+            str(r[0])
+            for r in conn.execute("SELECT document_id FROM job_items WHERE job_id = ? ORDER BY seq", (job_id,))
+        )
+        total = int(row[3])
+        status = _status(counts, total)
+        finished = counts.get("done", 0) + counts.get("failed", 0)
+        stage = "done" if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.PARTIAL) else str(row[2])
+        return Job(
+            id=str(row[0]),
+            kind=str(row[1]),
+            status=status,
+            progress=JobProgress(stage=stage, done=finished, total=total),
+            errors=errors,
+            document_ids=document_ids,
+            created_at=parse_time(str(row[4])),
+            updated_at=parse_time(str(row[5])),
+        )
+
+    def claim_items(self, limit: int) -> list[StagedItem]:
+        with self._db.write() as conn:
+            rows = conn.execute(
+                "SELECT i.job_id, i.seq, i.document_id, d.collection_id, i.payload FROM job_items i "
+                "LEFT JOIN documents d ON d.id = i.document_id WHERE i.status = 'pending' ORDER BY i.rowid LIMIT ?",
+                (limit,),
+            ).fetchall()
+            items: list[StagedItem] = []
+            for job_id, seq, document_id, collection_id, payload in rows:
+                if collection_id is None:  # deleted before it was ingested: nothing to do
+                    conn.execute(
+                        "UPDATE job_items SET status = 'done', payload = NULL WHERE job_id = ? AND seq = ?",
+                        (job_id, seq),
+                    )
+                    continue
+                conn.execute("UPDATE job_items SET status = 'running' WHERE job_id = ? AND seq = ?", (job_id, seq))
+                items.append(StagedItem(job_id, seq, document_id, collection_id, decode_input(payload)))
+            return items
+
+    def fail_item(self, item: StagedItem, error: JobError) -> None:
+        with self._db.write() as conn:
+            conn.execute(
+                "UPDATE job_items SET status = 'failed', payload = NULL, error = ? WHERE job_id = ? AND seq = ?",
+                (json.dumps(_error_dict(error)), item.job_id, item.seq),
+            )
+            conn.execute(
+                "DELETE FROM documents WHERE id = ? AND status = ?",
+                (item.document_id, DocumentStatus.PENDING.value),
+            )
+            conn.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", (utc_now(), item.job_id))
+
+    def set_stage(self, job_id: str, stage: str) -> None:
+        with self._db.write() as conn:
+            conn.execute("UPDATE jobs SET stage = ?, updated_at = ? WHERE id = ?", (stage, utc_now(), job_id))
+
+    def requeue_running(self) -> int:
+        with self._db.write() as conn:
+            return conn.execute("UPDATE job_items SET status = 'pending' WHERE status = 'running'").rowcount
+
+    def pending_count(self) -> int:
+        row = (
+            self._db.connection()
+            .execute("SELECT count(*) FROM job_items WHERE status IN ('pending', 'running')")
+            .fetchone()
+        )
+        return int(row[0])
+
+
+def _error_dict(error: JobError) -> dict[str, str | None]:
+    return {
+        "document_id": error.document_id,
+        "filename": error.filename,
+        "code": error.code,
+        "message": error.message,
+    }
