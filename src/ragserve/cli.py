@@ -273,3 +273,7 @@ def evaluate(
     console.print(table)
     if json_file is not None:
         json_file.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    app()

@@ -18,7 +18,7 @@ from ragserve.ingest.loaders import load_file
 from ragserve.ingest.sentences import split_sentences
 
 FILES = Path(__file__).resolve().parent.parent / "fixtures" / "files"
-SCIFACT = Path("/work/shared/datasets/scifact/corpus.jsonl")
+SCIFACT = Path(__file__).resolve().parent.parent / "fixtures" / "scifact_slice" / "corpus.jsonl"
 
 
 def count_words(texts: Sequence[str]) -> list[int]:
@@ -217,7 +217,6 @@ def test_fixture_files_chunk_within_bounds_with_the_model_tokenizer(
             assert word in joined
 
 
-@pytest.mark.skipif(not SCIFACT.exists(), reason="shared scifact dataset not present")
 def test_scifact_abstracts_are_chunked_deterministically(count_model_tokens: TokenCounter) -> None:
     with SCIFACT.open(encoding="utf-8") as corpus:
         records = [json.loads(line) for line, _ in zip(corpus, range(40), strict=False)]

@@ -15,6 +15,7 @@ from ragserve.domain import ParsedDocument, TextBlock
 from ragserve.errors import DocumentParseError, UnsupportedMediaTypeError
 from ragserve.ingest import word
 from ragserve.ingest.loaders import SUPPORTED_EXTENSIONS, is_supported, load_file, parse_text
+from ragserve.ingest.pdf import split_pdf_paragraphs
 
 FILES = Path(__file__).resolve().parent.parent / "fixtures" / "files"
 
@@ -338,3 +339,26 @@ def test_every_fixture_is_small() -> None:
     sizes = {path.name: path.stat().st_size for path in FILES.iterdir()}
     assert len(sizes) >= 14
     assert max(sizes.values()) < 50_000
+
+
+@pytest.mark.parametrize(
+    ("page_text", "expected"),
+    [
+        # A line that ends a sentence short of the margin ends its paragraph; a full line does not.
+        (
+            "The first paragraph runs across a whole line of the page and\r\nends here.\r\n"
+            "The second one also fills a whole line before it wraps around\r\nonto this one.",
+            [
+                "The first paragraph runs across a whole line of the page and ends here.",
+                "The second one also fills a whole line before it wraps around onto this one.",
+            ],
+        ),
+        # pdfium's mark for a hyphen at a line break joins the word; a real hyphen is kept.
+        ("An extra\x02\r\nordinary warm-\r\nup run.", ["An extraordinary warm-up run."]),
+        ("Heading\r\n\r\nBody text.", ["Heading", "Body text."]),
+        ("", []),
+    ],
+    ids=["short-last-line", "hyphens", "blank-line", "empty"],
+)
+def test_pdf_page_lines_are_rejoined_into_paragraphs(page_text: str, expected: list[str]) -> None:
+    assert split_pdf_paragraphs(page_text) == expected

@@ -63,7 +63,7 @@ def _read_pages(data: bytes, filename: str) -> tuple[list[str], str | None]:
             raise DocumentParseError(f"{filename}: the PDF uses an unsupported encryption scheme") from exc
         raise DocumentParseError(f"{filename}: not a valid PDF") from exc
     try:
-        pages_text = []
+        pages_text: list[str] = []
         for index in range(len(document)):
             page = document[index]
             textpage = page.get_textpage()

@@ -65,11 +65,11 @@ class ExtractiveGenerator:
         *,
         max_sentences: int = 3,
         max_words: int = 60,
-        min_score: float = 0.4,
-        dense_weight: float = 0.6,
-        lexical_weight: float = 0.3,
+        min_score: float = 0.45,
+        dense_weight: float = 0.7,
+        lexical_weight: float = 0.2,
         rank_weight: float = 0.1,
-        relative_score: float = 0.8,
+        relative_score: float = 0.9,
         duplicate_similarity: float = 0.9,
         name: str = "extractive",
     ) -> None:
@@ -213,10 +213,6 @@ class ExtractiveGenerator:
         return Answer(text=ABSTENTION_TEXT, abstained=True, citations=(), generator=self._name)
 
 
-_USE_IDF = True
-_USE_TITLE = True
-
-
 def _weighted_overlap(question_terms: list[str], candidates: list[_Candidate]) -> npt.NDArray[np.float64]:
     """Per candidate, the share of the question's content words it contains, each word weighted by its
     inverse frequency among the candidates.
@@ -229,10 +225,7 @@ def _weighted_overlap(question_terms: list[str], candidates: list[_Candidate]) -
     if not question_terms:
         return np.zeros(len(candidates))
     present = np.array([[term in c.terms for term in question_terms] for c in candidates], dtype=np.float64)
-    if _USE_IDF:
-        idf = np.log((len(candidates) + 1) / (present.sum(axis=0) + 0.5))
-    else:
-        idf = np.ones(len(question_terms))
+    idf = np.log((len(candidates) + 1) / (present.sum(axis=0) + 0.5))
     weighted: npt.NDArray[np.float64] = present @ idf / idf.sum()
     return weighted
 
@@ -240,7 +233,7 @@ def _weighted_overlap(question_terms: list[str], candidates: list[_Candidate]) -
 def _embedding_text(hit: SearchHit, sentence: str) -> str:
     """The sentence as embedded: after its document's title, which often names what "it" or "the tower"
     refers to and which the question is likely to mention."""
-    return f"{hit.title}: {sentence}" if hit.title and _USE_TITLE else sentence
+    return f"{hit.title}: {sentence}" if hit.title else sentence
 
 
 def _with_terminal(sentence: str) -> str:
