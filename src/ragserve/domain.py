@@ -6,16 +6,21 @@ backend's own object. Metadata values are JSON scalars or lists of them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Literal, TypeAlias
+
+from ragserve.errors import InvalidRequestError
 
 JsonScalar: TypeAlias = str | int | float | bool | None
 MetadataValue: TypeAlias = JsonScalar | list[JsonScalar]
 Metadata: TypeAlias = dict[str, MetadataValue]
 
 SearchMode: TypeAlias = Literal["hybrid", "dense", "keyword"]
+
+_FILTER_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 
 
 # --- parsing and chunking -------------------------------------------------------------------------------
@@ -168,6 +173,13 @@ class SearchFilters:
 
     @classmethod
     def from_mapping(cls, mapping: Metadata | None) -> SearchFilters:
+        """Raises ``InvalidRequestError`` for a key that is not 1-64 letters, digits, ``_`` or ``-``, or an
+        empty list."""
+        for key, value in (mapping or {}).items():
+            if not _FILTER_KEY.match(key):
+                raise InvalidRequestError(f"filter key {key!r} must be 1-64 letters, digits, '_' or '-'")
+            if isinstance(value, list) and not value:
+                raise InvalidRequestError(f"filter {key!r} has an empty list")
         return cls(tuple(sorted((mapping or {}).items())))
 
     def __bool__(self) -> bool:

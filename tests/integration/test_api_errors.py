@@ -96,9 +96,9 @@ def test_document_without_text_or_content_is_400(client: TestClient) -> None:
 
 
 def test_bad_filter_key_is_400(client: TestClient) -> None:
-    response = client.post("/v1/search", json={"query": "x", "filters": {"a'b": 1}})
-    # The default collection is empty, so the store is never asked: validate anyway once documents exist.
-    assert response.status_code in (200, 400)
+    assert_error(client.post("/v1/search", json={"query": "x", "filters": {"a'b": 1}}), 400, "invalid_request")
+    assert_error(client.post("/v1/search", json={"query": "x", "filters": {"tag": []}}), 400, "invalid_request")
+    assert_error(client.post("/v1/answer", json={"question": "x", "filters": {"a b": 1}}), 400, "invalid_request")
 
 
 def test_unknown_route_and_request_id_echo(client: TestClient) -> None:

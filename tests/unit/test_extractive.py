@@ -12,6 +12,7 @@ import pytest
 import Stemmer
 
 from ragserve.domain import Answer, AnswerDelta, SearchHit
+from ragserve.embedding.onnx import OnnxEmbedder
 from ragserve.embedding.protocol import EmbedKind, Vectors
 from ragserve.llm.extractive import ABSTENTION_TEXT, ExtractiveGenerator
 from ragserve.llm.protocol import AnswerGenerator
@@ -135,11 +136,15 @@ async def test_answer_quotes_the_sentence_that_answers_and_cites_its_chunk(
     assert cited[context_index].chunk_id == CONTEXTS[context_index - 1].chunk_id
 
 
-async def test_citations_match_markers_and_quote_their_chunk(generator: ExtractiveGenerator) -> None:
-    answer = await generator.generate("When did Python 3.0 come out, and who created Python?", CONTEXTS)
+async def test_answer_from_two_chunks_cites_each_in_context_order(embedder: HashedBagEmbedder) -> None:
+    generator = ExtractiveGenerator(embedder, min_score=0.0, relative_score=0.0)
 
-    assert markers(answer.text) == sorted(markers(answer.text))  # read in context order
+    answer = await generator.generate("When was Python 3.0 released, and how tall is the Eiffel Tower?", CONTEXTS)
+
+    assert answer.text.index("330 metres tall") < answer.text.index("Python 3.0 was released")
+    assert markers(answer.text) == sorted(markers(answer.text))
     assert [c.index for c in answer.citations] == sorted(set(markers(answer.text)))
+    assert {2, 3} <= {c.index for c in answer.citations}
     for citation in answer.citations:
         source = CONTEXTS[citation.index - 1]
         assert (citation.chunk_id, citation.document_id, citation.external_id) == (
@@ -148,8 +153,9 @@ async def test_citations_match_markers_and_quote_their_chunk(generator: Extracti
             source.external_id,
         )
         assert (citation.title, citation.source) == (source.title, source.source)
-        assert citation.quote in source.text
-        assert citation.quote in answer.text
+        for sentence in split_sentences(citation.quote):
+            assert sentence in source.text
+            assert f"{sentence} [{citation.index}]" in answer.text
 
 
 async def test_unrelated_question_abstains(generator: ExtractiveGenerator) -> None:
@@ -303,3 +309,76 @@ def test_bad_settings_are_refused(embedder: HashedBagEmbedder, settings: dict[st
 )
 def test_split_sentences(text: str, sentences: list[str]) -> None:
     assert split_sentences(text) == sentences
+
+
+# --- with the real model -----------------------------------------------------------------------------------
+
+REEF = (
+    "The Great Barrier Reef is the world's largest coral reef system, composed of over 2,900 individual reefs "
+    "and 900 islands stretching for over 2,300 kilometres. The reef is located in the Coral Sea, off the coast "
+    "of Queensland, Australia. It was selected as a World Heritage Site in 1981."
+)
+CURIE = (
+    "Marie Curie (7 November 1867 \u2013 4 July 1934) was a Polish and naturalised-French physicist and chemist. "
+    "She was the first woman to win a Nobel Prize. Her achievements included the discovery of two elements, "
+    "polonium and radium. She died in 1934 of aplastic anaemia, likely from exposure to radiation."
+)
+EVEREST = (
+    "Mount Everest is Earth's highest mountain above sea level, in the Himalayas. Its elevation of "
+    "8,848.86 m was most recently established in 2020. Tenzing Norgay and Edmund Hillary made the first "
+    "official ascent of Everest in 1953, using the southeast ridge route."
+)
+COFFEE = (
+    "Coffee is a beverage brewed from roasted coffee beans. It has a stimulating effect on humans, primarily "
+    "due to its caffeine content. Brazil is the world's largest coffee producer, followed by Vietnam and "
+    "Colombia."
+)
+KUBERNETES = (
+    "Kubernetes is an open-source container orchestration system for automating software deployment. "
+    "Originally designed by Google, it is now maintained by the Cloud Native Computing Foundation. "
+    "A pod is the basic scheduling unit in Kubernetes."
+)
+EIGHT_CONTEXTS = (
+    *CONTEXTS,
+    hit(14, REEF, "Great Barrier Reef"),
+    hit(15, CURIE, "Marie Curie"),
+    hit(16, EVEREST, "Mount Everest"),
+    hit(17, COFFEE, "Coffee"),
+    hit(18, KUBERNETES, "Kubernetes"),
+)
+
+
+@pytest.fixture(scope="module")
+def minilm(tmp_path_factory: pytest.TempPathFactory) -> OnnxEmbedder:
+    return OnnxEmbedder(tmp_path_factory.mktemp("onnx-cache"))
+
+
+@pytest.mark.parametrize(
+    ("question", "expected", "context_index"),
+    [
+        ("how tall is the eiffel tower", "The tower is 330 metres tall", 2),
+        ("Who made the first ascent of Everest?", "Tenzing Norgay and Edmund Hillary", 6),
+        ("which elements did marie curie discover", "polonium and radium", 5),
+        ("Which country grows the most coffee?", "Brazil is the world's largest coffee producer", 7),
+        ("When did the reef become a World Heritage Site?", "selected as a World Heritage Site in 1981", 4),
+    ],
+)
+async def test_with_minilm_the_answer_is_the_sentence_that_answers(
+    minilm: OnnxEmbedder, question: str, expected: str, context_index: int
+) -> None:
+    answer = await ExtractiveGenerator(minilm).generate(question, EIGHT_CONTEXTS)
+
+    assert not answer.abstained
+    assert re.search(re.escape(expected) + r"[^\[]*\[" + str(context_index) + r"\]", answer.text)
+    assert [c.chunk_id for c in answer.citations] == [EIGHT_CONTEXTS[context_index - 1].chunk_id]
+
+
+@pytest.mark.parametrize(
+    "question",
+    ["Who won the 2018 FIFA World Cup?", "What is the boiling point of mercury?", "How do I reset my password?"],
+)
+async def test_with_minilm_an_unrelated_question_abstains(minilm: OnnxEmbedder, question: str) -> None:
+    answer = await ExtractiveGenerator(minilm).generate(question, EIGHT_CONTEXTS)
+
+    assert answer.abstained
+    assert answer.text == ABSTENTION_TEXT

@@ -27,6 +27,8 @@ _MIN_SENTENCE_WORDS = 3
 # Bounds the one embedding batch, and so the latency, when a caller passes many or very long contexts;
 # candidates are taken in context order, so the lowest-ranked contexts are the ones left out.
 _MAX_CANDIDATES = 256
+# Sentences sharing this much of their content words are the same statement, whatever their vectors say.
+_DUPLICATE_WORD_SHARE = 0.8
 _TERMINAL = re.compile(r"[.!?\u2026][\"'\u201d\u2019)\]]*$")
 
 
@@ -54,9 +56,12 @@ class ExtractiveGenerator:
     """Answers with up to ``max_sentences`` sentences (``max_words`` words in all) quoted from the contexts.
 
     A sentence's score is ``dense_weight * cosine + lexical_weight * overlap + rank_weight / (1 + rank)``, the
-    weights normalised to sum to 1; ``overlap`` is the share of the question's stemmed content words found in
-    the sentence. Abstains when the best score is below ``min_score``. Later sentences must score at least
-    ``relative_score`` times the best. Raises ``ValueError`` on bad settings; lets ``EmbeddingError`` through.
+    weights normalised to sum to 1: ``cosine`` between the question and the sentence (prefixed with its
+    document's title), ``overlap`` the IDF-weighted share of the question's stemmed content words found in the
+    sentence, ``rank`` the 0-based rank of its context. Abstains when the best score is below ``min_score``;
+    later sentences must score at least ``relative_score`` times the best, and sentences whose cosine with a
+    chosen one reaches ``duplicate_similarity`` are skipped. Raises ``ValueError`` on bad settings and lets
+    the embedder's ``EmbeddingError`` through.
     """
 
     def __init__(
@@ -70,7 +75,7 @@ class ExtractiveGenerator:
         lexical_weight: float = 0.2,
         rank_weight: float = 0.1,
         relative_score: float = 0.9,
-        duplicate_similarity: float = 0.9,
+        duplicate_similarity: float = 0.95,
         name: str = "extractive",
     ) -> None:
         if max_sentences < 1 or max_words < 1:
@@ -183,9 +188,10 @@ class ExtractiveGenerator:
         return picks
 
     def _is_duplicate(self, candidates: list[_Candidate], vectors: npt.NDArray[np.float32], i: int, j: int) -> bool:
-        """Near-duplicates come from overlapping chunks and from the same fact stated in two documents."""
+        """Near-duplicates come from overlapping chunks and from the same fact stated in two documents.
+        Distinct statements on one topic reach a cosine of about 0.89 with all-MiniLM-L6-v2."""
         a, b = candidates[i].terms, candidates[j].terms
-        if a and b and len(a & b) / len(a | b) >= self._duplicate_similarity:
+        if a and b and len(a & b) / len(a | b) >= _DUPLICATE_WORD_SHARE:
             return True
         return float(vectors[i] @ vectors[j]) >= self._duplicate_similarity
 

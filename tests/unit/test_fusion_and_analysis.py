@@ -1,0 +1,49 @@
+"""Fusion, text analysis and evaluation metrics: pure logic."""
+
+from __future__ import annotations
+
+import pytest
+
+from ragserve.evaluation import mrr_at, ndcg_at, percentile, recall_at
+from ragserve.retrieval.fusion import rrf_fusion, zscore_fusion
+from ragserve.stores.analyzer import analyze
+
+
+def test_analyze_stems_lowercases_and_drops_stop_words() -> None:
+    assert analyze("The Runners were running to the RUNNING track") == ["runner", "run", "run", "track"]
+    assert analyze("the of and") == []
+    assert analyze("Café naïve e-mail") == ["café", "naïv", "e", "mail"]
+
+
+def test_zscore_fusion_rewards_agreement_and_respects_alpha() -> None:
+    dense = [(1, 0.9), (2, 0.8), (3, 0.1)]
+    keyword = [(2, 12.0), (4, 11.0), (1, 1.0)]
+    fused = [cid for cid, _ in zscore_fusion(dense, keyword, alpha=0.5)]
+    assert fused[0] == 2  # high in both lists
+    assert set(fused) == {1, 2, 3, 4}
+    assert [cid for cid, _ in zscore_fusion(dense, keyword, alpha=1.0)][:2] == [1, 2]
+    assert [cid for cid, _ in zscore_fusion(dense, keyword, alpha=0.0)][:2] == [2, 4]
+
+
+def test_zscore_fusion_handles_empty_and_constant_lists() -> None:
+    assert zscore_fusion([], [], 0.5) == []
+    assert [c for c, _ in zscore_fusion([(1, 0.5)], [], 0.5)] == [1]
+    assert [c for c, _ in zscore_fusion([(1, 0.5), (2, 0.5)], [(2, 3.0), (1, 1.0)], 0.5)] == [2, 1]
+
+
+def test_rrf_fusion_sums_reciprocal_ranks() -> None:
+    fused = rrf_fusion([[(1, 0.0), (2, 0.0)], [(2, 0.0), (3, 0.0)]], k=60)
+    assert [c for c, _ in fused] == [2, 1, 3]
+    assert fused[0][1] == pytest.approx(1 / 62 + 1 / 61)
+
+
+def test_metrics_match_hand_computed_values() -> None:
+    relevant = {"a": 1, "b": 2}
+    assert ndcg_at(["b", "a", "x"], relevant) == pytest.approx(1.0)
+    assert ndcg_at(["x", "a"], relevant) == pytest.approx((1 / 1.5849625) / (3 + 1 / 1.5849625))
+    assert ndcg_at(["x"], {}) == 0.0
+    assert recall_at(["a", "x"], relevant) == 0.5
+    assert mrr_at(["x", "y", "b"], relevant) == pytest.approx(1 / 3)
+    assert mrr_at(["x"], relevant) == 0.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 95) == 4.0
