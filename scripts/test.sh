@@ -4,9 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m venv .venv
-.venv/bin/pip install --quiet --upgrade pip
-.venv/bin/pip install --quiet -e ".[dev]"
+scripts/install.sh dev
 
 # The embedded defaults need no server. Later backends (PostgreSQL, Redis, RabbitMQ) are started here
 # when their tests exist.

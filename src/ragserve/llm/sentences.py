@@ -13,9 +13,8 @@ import Stemmer
 
 # A possible sentence end: terminal punctuation, closing quotes or brackets, reference markers such as
 # "[3]" or "[3, 4]" that belong to the sentence before them, then white space.
-_CANDIDATE_END = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*(?:\s?\[\d+(?:\s*[,\u2013-]\s*\d+)*\])*\s+")
-# What a new sentence starts with: a capital letter or digit, maybe after an opening quote or bracket.
-_SENTENCE_START = re.compile(r"[\"'\u201c\u2018(\[]?[A-Z0-9\u00c0-\u00dd]")
+_CANDIDATE_END = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019\u00bb)\]]*(?:\s?\[\d+(?:\s*[,\u2013-]\s*\d+)*\])*\s+")
+_OPENERS = "\"'\u201c\u2018\u00ab(["
 # Blank lines and list items always separate sentences, whatever punctuation precedes them.
 _HARD_BREAK = re.compile(r"\n\s*\n|\n[ \t]*(?=(?:[-*•·▪]|\d{1,2}[.)])\s)")
 _REFERENCE = re.compile(r"\s?\[(?:\d+(?:\s*[,\u2013-]\s*\d+)*|citation needed|note \d+)\]")
@@ -70,7 +69,7 @@ def _split_block(text: str) -> list[str]:
     start = 0
     for match in _CANDIDATE_END.finditer(text):
         end = match.end()
-        if end >= len(text) or not _SENTENCE_START.match(text, end):
+        if not _starts_sentence(text, end):
             continue
         if _ends_with_abbreviation(text, start, match.start(), match.group()):
             continue
@@ -82,12 +81,20 @@ def _split_block(text: str) -> list[str]:
     return pieces
 
 
+def _starts_sentence(text: str, at: int) -> bool:
+    """Whether ``text[at:]`` can open a sentence: a capital letter (any script) or a digit, maybe after an
+    opening quote or bracket. A lower-case word after a period means the period was not a full stop."""
+    if at < len(text) and text[at] in _OPENERS:
+        at += 1
+    return at < len(text) and (text[at].isupper() or text[at].isdigit())
+
+
 def _ends_with_abbreviation(text: str, start: int, punct_at: int, punct: str) -> bool:
     """Whether the period at ``punct_at`` closes an abbreviation or an initial rather than a sentence."""
     if not punct.startswith(".") or punct.startswith(".."):
         return False
     word_start = text.rfind(" ", start, punct_at) + 1
-    word = text[word_start:punct_at].lstrip("\"'\u201c\u2018([")
+    word = text[word_start:punct_at].lstrip(_OPENERS)
     if not word:
         return False
     if word in _CASED_ABBREVIATIONS or word.lower() in _ABBREVIATIONS:
