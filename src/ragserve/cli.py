@@ -221,9 +221,10 @@ async def _evaluate(
         latencies: list[float] = []
         for qid, text in queries.items():
             start = time.perf_counter()
-            scored = await anyio.to_thread.run_sync(
+            ranking = await anyio.to_thread.run_sync(
                 service.retriever.rank, collection_id, text, 300, SearchFilters(), mode
             )
+            scored = ranking.scored
             latencies.append((time.perf_counter() - start) * 1000)
             ranked = await anyio.to_thread.run_sync(service.store.external_ids_of, [cid for cid, _ in scored])
             scores["ndcg@10"].append(ndcg_at(ranked, qrels[qid]))

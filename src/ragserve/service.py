@@ -24,6 +24,7 @@ from ragserve.domain import (
     Answer,
     AnswerDelta,
     Chunk,
+    CollectionSummary,
     Document,
     DocumentInput,
     Job,
@@ -152,6 +153,7 @@ class RagService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
         await anyio.to_thread.run_sync(self.index.flush)
+        self.retriever.close()
         self._db.close()
         self._lock.close()
 
@@ -194,6 +196,9 @@ class RagService:
 
     async def get_job(self, job_id: str) -> Job:
         return await anyio.to_thread.run_sync(self.jobs.get_job, job_id)
+
+    async def list_collections(self) -> list[CollectionSummary]:
+        return await anyio.to_thread.run_sync(self.store.summarize_collections)
 
     async def get_document(self, document_id: str) -> tuple[Document, list[Chunk]]:
         document = await anyio.to_thread.run_sync(self.store.get_document, document_id)

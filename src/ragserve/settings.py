@@ -62,6 +62,9 @@ class RetrievalSettings(BaseModel):
     candidates: int = Field(default=100, ge=10, le=2000, description="hits taken from each half before fusion")
     rrf_k: int = Field(default=60, ge=1)
     title_weight: float = Field(default=1.0, gt=0.0, description="BM25 weight of title terms vs body terms")
+    half_timeout_seconds: float = Field(
+        default=2.0, gt=0.0, description="a hybrid half slower than this is dropped (degraded answer)"
+    )
 
 
 class AnswerSettings(BaseModel):

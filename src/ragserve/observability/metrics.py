@@ -27,6 +27,11 @@ INGEST_DOCUMENTS = Counter(
 )
 INGEST_CHUNKS = Counter("ragserve_ingest_chunks_total", "Chunks written by ingestion.")
 EMBEDDING_CACHE = Counter("ragserve_embedding_cache_lookups_total", "Embedding cache lookups by result.", ["result"])
+RETRIEVAL_DEGRADED = Counter(
+    "ragserve_retrieval_degraded_total",
+    "Hybrid searches answered by one half because the other failed or timed out.",
+    ["failed"],
+)
 JOBS_PENDING = Gauge("ragserve_jobs_pending_documents", "Documents waiting or being ingested.")
 ANSWERS = Counter(
     "ragserve_answers_total",

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ragserve.domain import SearchFilters, SearchHit, SearchMode, SearchResult
+from ragserve.domain import SearchFilters, SearchMode, SearchResult
 from ragserve.embedding.protocol import Embedder
-from ragserve.errors import EmptyQueryError, NotFoundError, PayloadTooLargeError
-from ragserve.observability.metrics import timed
+from ragserve.errors import EmptyQueryError, NotFoundError, PayloadTooLargeError, ServiceUnavailableError
+from ragserve.observability.metrics import RETRIEVAL_DEGRADED, timed
 from ragserve.retrieval.fusion import Scored, rrf_fusion, zscore_fusion
 from ragserve.settings import RetrievalSettings
 from ragserve.stores.analyzer import analyze
 from ragserve.stores.protocol import ChunkStore, DocumentStore, KeywordIndex, VectorIndex
+
+logger = logging.getLogger(__name__)
 
 
 class SearchStore(DocumentStore, ChunkStore, KeywordIndex, Protocol):
@@ -27,6 +32,14 @@ class SearchQuery:
     collection: str | None = None
     filters: SearchFilters = field(default_factory=SearchFilters)
     mode: SearchMode | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    """Ranked (chunk_id, score) pairs; ``degraded`` when one half of a hybrid search was missing."""
+
+    scored: Scored
+    degraded: bool = False
 
 
 def validate_query(text: str, max_chars: int) -> str:
@@ -55,6 +68,8 @@ class Retriever:
         self._embedder = embedder
         self._settings = settings
         self._default_collection = default_collection
+        # Each hybrid query runs its two halves here; sized for a few concurrent queries on a small machine.
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="retrieval")
 
     def search(self, query: SearchQuery) -> SearchResult:
         mode: SearchMode = query.mode or self._settings.default_mode
@@ -65,31 +80,52 @@ class Retriever:
             if query.collection is not None and query.collection != self._default_collection:
                 raise
             return SearchResult(hits=(), mode=mode)
-        scored = self.rank(collection_id, query.text, query.k + query.offset, query.filters, mode)
+        ranking = self.rank(collection_id, query.text, query.k + query.offset, query.filters, mode)
         with timed("load"):
-            hits = self._store.hits(scored[query.offset : query.offset + query.k])
-        return SearchResult(hits=tuple(hits), mode=mode)
+            hits = self._store.hits(ranking.scored[query.offset : query.offset + query.k])
+        return SearchResult(hits=tuple(hits), mode=mode, degraded=ranking.degraded)
 
-    def rank(self, collection_id: str, text: str, n: int, filters: SearchFilters, mode: SearchMode) -> Scored:
-        """The best ``n`` (chunk_id, score) pairs of the collection for ``text``."""
+    def rank(self, collection_id: str, text: str, n: int, filters: SearchFilters, mode: SearchMode) -> Ranking:
+        """The best ``n`` (chunk_id, score) pairs of the collection for ``text``.
+
+        In hybrid mode the keyword half runs in a second thread while this one embeds the query. If one half
+        fails or exceeds ``half_timeout_seconds``, the other half's ranking is returned with ``degraded``
+        set; if the only requested half fails, its error propagates."""
         candidates = max(self._settings.candidates, n)
-        keyword: Scored = []
-        dense: Scored = []
-        if mode in ("keyword", "hybrid"):
-            with timed("keyword"):
-                keyword = self._store.keyword_search(collection_id, analyze(text), candidates, filters)
-        if mode in ("dense", "hybrid"):
-            dense = self._dense(collection_id, text, candidates, filters)
         if mode == "keyword":
-            return keyword[:n]
+            return Ranking(self._keyword(collection_id, text, candidates, filters)[:n])
         if mode == "dense":
-            return dense[:n]
+            return Ranking(self._dense(collection_id, text, candidates, filters)[:n])
+        keyword_future = self._pool.submit(self._keyword, collection_id, text, candidates, filters)
+        dense_future = self._pool.submit(self._dense, collection_id, text, candidates, filters)
+        keyword = self._outcome(keyword_future, "keyword")
+        dense = self._outcome(dense_future, "dense")
+        if keyword is None and dense is None:
+            raise ServiceUnavailableError("both the keyword and the dense search failed")
+        if keyword is None or dense is None:
+            return Ranking((keyword or dense or [])[:n], degraded=True)
         with timed("fuse"):
             if self._settings.fusion == "rrf":
                 fused = rrf_fusion([dense, keyword], self._settings.rrf_k)
             else:
                 fused = zscore_fusion(dense, keyword, self._settings.hybrid_alpha)
-        return fused[:n]
+        return Ranking(fused[:n])
+
+    def _outcome(self, future: Future[Scored], half: str) -> Scored | None:
+        try:
+            return future.result(timeout=self._settings.half_timeout_seconds)
+        except FutureTimeoutError:
+            logger.warning("%s search timed out; answering with the other half", half)
+        except Exception:
+            # Any failure of one half (a broken index file, a model error, a locked database) degrades the
+            # answer instead of failing it; the log keeps the cause.
+            logger.exception("%s search failed; answering with the other half", half)
+        RETRIEVAL_DEGRADED.labels(failed=half).inc()
+        return None
+
+    def _keyword(self, collection_id: str, text: str, k: int, filters: SearchFilters) -> Scored:
+        with timed("keyword"):
+            return self._store.keyword_search(collection_id, analyze(text), k, filters)
 
     def _dense(self, collection_id: str, text: str, k: int, filters: SearchFilters) -> Scored:
         with timed("embed"):
@@ -98,10 +134,5 @@ class Retriever:
             allowed = self._store.chunk_ids(collection_id, filters) if filters else None
             return self._index.search(collection_id, vector, k, allowed)
 
-
-def documents_of(hits: list[SearchHit]) -> list[str]:
-    """Document ids in first-seen order (max-passage ranking of documents)."""
-    seen: dict[str, None] = {}
-    for hit in hits:
-        seen.setdefault(hit.document_id, None)
-    return list(seen)
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
