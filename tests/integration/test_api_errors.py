@@ -120,3 +120,13 @@ def test_health_ready_metrics_and_docs(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
     schema = client.get("/openapi.json").json()
     assert {"/v1/documents", "/v1/search", "/v1/answer", "/v1/jobs/{job_id}"} <= set(schema["paths"])
+
+
+def test_ready_is_503_until_the_service_has_started(settings: Settings) -> None:
+    # Without entering the client's context the lifespan never runs: nothing is loaded yet.
+    client = TestClient(create_app(settings))
+    response = client.get("/ready")
+    assert response.status_code == 503
+    assert response.json() == {"status": "not_ready", "checks": {"database": False, "index": False, "model": False}}
+    assert client.get("/health").status_code == 200
+    assert_error(client.post("/v1/search", json={"query": "x"}), 503, "service_unavailable")
