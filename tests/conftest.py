@@ -31,7 +31,7 @@ def make_settings(tmp_path: Path, model_cache: Path) -> Callable[..., Settings]:
         values: dict[str, object] = {
             "data_dir": tmp_path / "data",
             "embedding": {"cache_dir": model_cache},
-            "jobs": {"poll_interval_seconds": 0.05},
+            "jobs": {"poll_interval_seconds": 0.05, "retry_seconds": 0.1},
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]

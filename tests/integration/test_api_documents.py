@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import sqlite3
 from pathlib import Path
+from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import FIXTURES
@@ -128,3 +131,21 @@ def test_unknown_job_and_document_are_404(client: TestClient) -> None:
         response = client.get(path)
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "not_found"
+
+
+def test_a_batch_that_fails_whole_is_retried_not_lost(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = client.app.state.service.store  # type: ignore[attr-defined]
+    original = store.write_document
+    failures = {"left": 1}
+
+    def flaky(*args: Any) -> Any:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise sqlite3.OperationalError("disk I/O error")
+        return original(*args)
+
+    monkeypatch.setattr(store, "write_document", flaky)
+    job = ingest(client, [{"external_id": "cats", "text": CATS}])
+    assert job["status"] == "succeeded"
+    assert failures["left"] == 0
+    assert client.get("/v1/documents").json()["total"] == 1

@@ -18,7 +18,7 @@ from ragserve.domain import ChunkDraft, DocumentInput, JobError, NewChunk, Parse
 from ragserve.embedding.protocol import Embedder
 from ragserve.errors import NotFoundError, RagserveError
 from ragserve.ingest.chunking import chunk_document
-from ragserve.ingest.loaders import load_file, parse_text
+from ragserve.ingest.loaders import file_extension, load_file, parse_text
 from ragserve.observability.metrics import EMBEDDING_CACHE, INGEST_CHUNKS, INGEST_DOCUMENTS, timed
 from ragserve.settings import ChunkingSettings
 from ragserve.stores.protocol import DocumentStore, EmbeddingCache, JobStore, StagedItem, VectorIndex
@@ -39,7 +39,8 @@ def parse_input(item: DocumentInput) -> ParsedDocument:
     """The parsed form of a submitted document. Raises ``DocumentParseError``/``UnsupportedMediaTypeError``."""
     if item.content is not None:
         return load_file(item.content, item.filename or "upload.txt")
-    return parse_text(item.text or "", markdown=bool(item.filename and item.filename.endswith((".md", ".markdown"))))
+    is_markdown = file_extension(item.filename or "") in (".md", ".markdown")
+    return parse_text(item.text or "", markdown=is_markdown)
 
 
 def input_hash(item: DocumentInput) -> str:

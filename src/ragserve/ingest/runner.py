@@ -24,12 +24,18 @@ class LocalJobRunner:
     """Runs ingestion jobs in this process. ``notify()`` wakes idle workers when a job is created."""
 
     def __init__(
-        self, jobs: SqliteJobStore, pipeline: IngestPipeline, workers: int, poll_interval_seconds: float
+        self,
+        jobs: SqliteJobStore,
+        pipeline: IngestPipeline,
+        workers: int,
+        poll_interval_seconds: float,
+        retry_seconds: float = 5.0,
     ) -> None:
         self._jobs = jobs
         self._pipeline = pipeline
         self._workers = workers
         self._poll = poll_interval_seconds
+        self._retry_seconds = retry_seconds
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -64,10 +70,11 @@ class LocalJobRunner:
             try:
                 await anyio.to_thread.run_sync(self._pipeline.process, items)
             except Exception:
-                # The pipeline fails items one by one; reaching here is a bug or a broken store. Keep the
-                # worker alive; the items stay 'running' and are retried at the next start.
-                logger.exception("ingestion batch failed")
-                await asyncio.sleep(self._poll)
+                # The pipeline fails bad files one by one; reaching here means the store or the model failed
+                # for the whole batch. Keep the worker alive, back off, and retry the batch.
+                logger.exception("ingestion batch failed; retrying in %.1f s", self._retry_seconds)
+                await asyncio.sleep(self._retry_seconds)
+                await anyio.to_thread.run_sync(self._jobs.release_items, items)
 
     async def wait_idle(self, timeout_seconds: float = 600.0) -> None:
         """Wait until no document is pending or running (used by the CLI and tests)."""

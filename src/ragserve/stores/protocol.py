@@ -17,6 +17,7 @@ import numpy.typing as npt
 from ragserve.domain import (
     Chunk,
     Collection,
+    CollectionSummary,
     Document,
     DocumentInput,
     Job,
@@ -62,6 +63,10 @@ class DocumentStore(Protocol):
         ...
 
     def list_collections(self) -> list[Collection]: ...
+
+    def summarize_collections(self) -> list[CollectionSummary]:
+        """Every collection, by name, with its document count."""
+        ...
 
     def get_document(self, document_id: str) -> Document:
         """Raises ``NotFoundError``."""
@@ -141,6 +146,10 @@ class JobStore(Protocol):
         ...
 
     def set_stage(self, job_id: str, stage: str) -> None: ...
+
+    def release_items(self, items: Sequence[StagedItem]) -> None:
+        """Put claimed items back to pending, to be retried."""
+        ...
 
     def requeue_running(self) -> int:
         """Put items left running by a dead process back to pending; returns how many."""

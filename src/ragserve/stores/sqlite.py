@@ -18,6 +18,7 @@ import numpy as np
 from ragserve.domain import (
     Chunk,
     Collection,
+    CollectionSummary,
     Document,
     DocumentStatus,
     Metadata,
@@ -111,6 +112,13 @@ class SqliteStore:
     def list_collections(self) -> list[Collection]:
         rows = self._db.connection().execute("SELECT id, name, created_at FROM collections ORDER BY name")
         return [Collection(id=r[0], name=r[1], created_at=parse_time(r[2])) for r in rows]
+
+    def summarize_collections(self) -> list[CollectionSummary]:
+        rows = self._db.connection().execute(
+            "SELECT c.name, count(d.id) FROM collections c LEFT JOIN documents d ON d.collection_id = c.id "
+            "GROUP BY c.id ORDER BY c.name"
+        )
+        return [CollectionSummary(name=r[0], document_count=int(r[1])) for r in rows]
 
     # --- documents ---------------------------------------------------------------------------------------
 

@@ -198,6 +198,14 @@ class SqliteJobStore:
         with self._db.write() as conn:
             conn.execute("UPDATE jobs SET stage = ?, updated_at = ? WHERE id = ?", (stage, utc_now(), job_id))
 
+    def release_items(self, items: Sequence[StagedItem]) -> None:
+        """Put claimed items back to pending (their batch failed as a whole; they will be retried)."""
+        with self._db.write() as conn:
+            conn.executemany(
+                "UPDATE job_items SET status = 'pending' WHERE job_id = ? AND seq = ? AND status = 'running'",
+                [(item.job_id, item.seq) for item in items],
+            )
+
     def requeue_running(self) -> int:
         with self._db.write() as conn:
             return conn.execute("UPDATE job_items SET status = 'pending' WHERE status = 'running'").rowcount
