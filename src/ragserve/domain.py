@@ -70,6 +70,14 @@ class Collection:
 
 
 @dataclass(frozen=True, slots=True)
+class CollectionSummary:
+    """A collection's name and how many documents it holds (pending ones included)."""
+
+    name: str
+    document_count: int
+
+
+@dataclass(frozen=True, slots=True)
 class Document:
     id: str
     collection: str

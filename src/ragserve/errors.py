@@ -12,7 +12,17 @@ RagserveError
 ├── EmbeddingError                 (model failed to load or run)
 ├── StoreError                     (storage backend failed)
 │   └── DataDirLockedError         another process holds the data directory
-└── ServiceUnavailableError        503  not ready yet
+├── ServiceUnavailableError        503  not ready yet
+└── LLMError                       (a language model provider failed; the gateway falls back, never a 5xx)
+    ├── LLMRetryableError          worth another try at the same provider
+    │   ├── LLMConnectionError     refused, reset, or cut mid-stream
+    │   ├── LLMTimeoutError        connect, first-token or total timeout
+    │   ├── LLMRateLimitedError    429, with ``retry_after_seconds`` when the provider said
+    │   └── LLMServerError         5xx or a malformed response
+    ├── LLMRequestError            4xx other than 429: a retry would fail the same way
+    ├── LLMCircuitOpenError        the provider's breaker is open, or its egress limit is full
+    ├── LLMStreamInterruptedError  a stream failed after text was already passed on
+    └── LLMUnavailableError        every provider failed, or the answer's deadline passed
 """
 
 from __future__ import annotations
@@ -74,3 +84,47 @@ class DataDirLockedError(StoreError):
 
 class ServiceUnavailableError(RagserveError):
     code = "service_unavailable"
+
+
+class LLMError(RagserveError):
+    code = "llm_error"
+
+
+class LLMRetryableError(LLMError):
+    code = "llm_retryable"
+
+
+class LLMConnectionError(LLMRetryableError):
+    code = "llm_connection"
+
+
+class LLMTimeoutError(LLMRetryableError):
+    code = "llm_timeout"
+
+
+class LLMRateLimitedError(LLMRetryableError):
+    code = "llm_rate_limited"
+
+    def __init__(self, message: str, retry_after_seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class LLMServerError(LLMRetryableError):
+    code = "llm_server_error"
+
+
+class LLMRequestError(LLMError):
+    code = "llm_request_error"
+
+
+class LLMCircuitOpenError(LLMError):
+    code = "llm_circuit_open"
+
+
+class LLMStreamInterruptedError(LLMError):
+    code = "llm_stream_interrupted"
+
+
+class LLMUnavailableError(LLMError):
+    code = "llm_unavailable"

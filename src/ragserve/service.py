@@ -38,7 +38,8 @@ from ragserve.errors import DataDirLockedError, PayloadTooLargeError, Unsupporte
 from ragserve.ingest.loaders import is_supported
 from ragserve.ingest.pipeline import IngestPipeline
 from ragserve.ingest.runner import LocalJobRunner
-from ragserve.llm.extractive import ExtractiveGenerator
+from ragserve.llm.factory import build_generation
+from ragserve.llm.gateway import LLMGateway
 from ragserve.llm.protocol import AnswerGenerator
 from ragserve.observability.metrics import ANSWERS, timed
 from ragserve.retrieval.search import Retriever, SearchQuery, validate_query
@@ -103,10 +104,15 @@ class RagService:
         self.index = HnswVectorIndex(settings.index_dir, embedder.dimension, settings.vector_index)
         self.pipeline = IngestPipeline(self.jobs, self.store, self.store, self.index, embedder, settings.chunking)
         self.runner = LocalJobRunner(
-            self.jobs, self.pipeline, settings.jobs.workers, settings.jobs.poll_interval_seconds
+            self.jobs,
+            self.pipeline,
+            settings.jobs.workers,
+            settings.jobs.poll_interval_seconds,
+            settings.jobs.retry_seconds,
         )
         self.retriever = Retriever(self.store, self.index, embedder, settings.retrieval, settings.default_collection)
         self.generator = generator
+        self.llm: LLMGateway | None = None  # the LLM gateway behind ``generator``, if providers are configured
         self._flusher: asyncio.Task[None] | None = None
         self._index_ready = False
 
@@ -122,10 +128,15 @@ class RagService:
             batch_size=settings.embedding.batch_size,
             intra_op_threads=settings.embedding.threads or None,
         )
-        generator = ExtractiveGenerator(
-            embedder, max_sentences=settings.answer.max_sentences, max_words=settings.answer.max_words
-        )
-        return cls(settings, db, embedder, generator, lock)
+        try:
+            generation = build_generation(settings, embedder)
+        except BaseException:
+            db.close()
+            lock.close()
+            raise
+        service = cls(settings, db, embedder, generation.generator, lock)
+        service.llm = generation.gateway
+        return service
 
     # --- life cycle -------------------------------------------------------------------------------------
 
@@ -154,6 +165,8 @@ class RagService:
                 await self._flusher
         await anyio.to_thread.run_sync(self.index.flush)
         self.retriever.close()
+        if self.llm is not None:
+            await self.llm.aclose()
         self._db.close()
         self._lock.close()
 

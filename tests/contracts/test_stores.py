@@ -131,6 +131,17 @@ def test_keyword_search_filters_and_delete(backend: Backend) -> None:
         backend.store.delete_document(cats)
 
 
+def test_collection_summaries_count_documents(backend: Backend) -> None:
+    assert backend.store.summarize_collections() == []
+    first = _ingest(backend, ["one"], external_id="1")
+    _ingest(backend, ["two"], external_id="2")
+    backend.store.ensure_collection("empty")
+    summaries = backend.store.summarize_collections()
+    assert [(c.name, c.document_count) for c in summaries] == [("c", 2), ("empty", 0)]
+    backend.store.delete_document(first)
+    assert backend.store.summarize_collections()[0].document_count == 1
+
+
 def test_embedding_cache_round_trip(backend: Backend) -> None:
     backend.store.put_vectors([("m:a", b"\x00" * 8), ("m:b", b"\x01" * 8)])
     assert backend.store.get_vectors(["m:a", "m:b", "m:c"]) == {"m:a": b"\x00" * 8, "m:b": b"\x01" * 8}

@@ -10,7 +10,8 @@ from fastapi import FastAPI
 from ragserve import __version__
 from ragserve.api.errors import install_error_handlers
 from ragserve.api.middleware import RequestContextMiddleware
-from ragserve.api.routes import answers, documents, health, jobs, search
+from ragserve.api.routes import answers, collections, documents, health, jobs, search, ui
+from ragserve.api.routes import openai as openai_compatible
 from ragserve.embedding.protocol import Embedder
 from ragserve.service import RagService
 from ragserve.settings import Settings
@@ -38,6 +39,7 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
     )
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.limits.max_request_bytes)
     install_error_handlers(app)
-    for module in (documents, jobs, search, answers, health):
+    for module in (documents, jobs, search, answers, collections, health, ui):
         app.include_router(module.router)
+    app.include_router(openai_compatible.router)
     return app

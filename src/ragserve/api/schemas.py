@@ -11,6 +11,7 @@ from ragserve.domain import (
     Answer,
     Chunk,
     Citation,
+    CollectionSummary,
     Document,
     Job,
     Metadata,
@@ -146,6 +147,19 @@ class DocumentList(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+class CollectionPublic(BaseModel):
+    name: str
+    document_count: int
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionPublic]
+
+    @classmethod
+    def of(cls, summaries: list[CollectionSummary]) -> CollectionList:
+        return cls(collections=[CollectionPublic(name=c.name, document_count=c.document_count) for c in summaries])
 
 
 class SearchRequest(BaseModel):

@@ -48,3 +48,35 @@ def timed(stage: str) -> Iterator[None]:
         yield
     finally:
         STAGE_DURATION.labels(stage=stage).observe(time.perf_counter() - start)
+
+
+# --- LLM gateway -------------------------------------------------------------------------------------------
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+LLM_BREAKER_STATE = Gauge(
+    "ragserve_llm_breaker_state", "Circuit breaker state per provider: 0 closed, 1 half-open, 2 open.", ["provider"]
+)
+LLM_REQUESTS = Counter(
+    "ragserve_llm_requests_total",
+    "Attempts at an LLM provider by outcome: success, retryable, failed, rejected (breaker open or limit full).",
+    ["provider", "outcome"],
+)
+LLM_TOKENS = Counter(
+    "ragserve_llm_tokens_total",
+    "Tokens spent per provider, principal (API key label) and kind (prompt or completion).",
+    ["provider", "principal", "kind"],
+)
+LLM_FIRST_TOKEN = Histogram(
+    "ragserve_llm_first_token_seconds",
+    "Time from a streamed request to the provider's first text, per provider.",
+    ["provider"],
+    buckets=_LATENCY_BUCKETS,
+)
+LLM_FALLBACKS = Counter(
+    "ragserve_llm_fallbacks_total", "Answers that fell back to the extractive generator, by reason.", ["reason"]
+)
+ANSWER_FIRST_TOKEN = Histogram(
+    "ragserve_answer_first_token_seconds",
+    "Time from the start of a streamed answer to its first piece of text, by generator.",
+    ["generator"],
+    buckets=_LATENCY_BUCKETS,
+)
