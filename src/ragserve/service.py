@@ -127,6 +127,7 @@ class RagService:
             max_seq_length=settings.embedding.max_seq_length,
             batch_size=settings.embedding.batch_size,
             intra_op_threads=settings.embedding.threads or None,
+            allow_spinning=settings.embedding.allow_spinning,
         )
         try:
             generation = build_generation(settings, embedder)

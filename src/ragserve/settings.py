@@ -35,6 +35,9 @@ class EmbeddingSettings(BaseModel):
     batch_size: int = Field(default=32, ge=1, le=512)
     max_seq_length: int = Field(default=256, ge=16, le=512)
     threads: int = Field(default=0, ge=0, description="ONNX Runtime intra-op threads; 0 = all cores")
+    allow_spinning: bool = Field(
+        default=False, description="let idle ONNX Runtime threads spin: faster bulk embedding, slower queries"
+    )
     cache_dir: Path | None = Field(
         default=None, description="where the built ONNX model is kept; default data_dir/models"
     )
