@@ -212,25 +212,3 @@ def dead_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def start_ragserve(
-    data_dir: Path, port: int, model_cache: Path, log: Path, env: dict[str, str]
-) -> subprocess.Popen[bytes]:
-    """``ragserve serve`` as a child process with extra environment (e.g. ``RAGSERVE_LLM__PROVIDERS``)."""
-    import os
-
-    from tests.integration.server import wait_ready
-
-    full_env = {
-        **os.environ,
-        "RAGSERVE_DATA_DIR": str(data_dir),
-        "RAGSERVE_EMBEDDING__CACHE_DIR": str(model_cache),
-        "RAGSERVE_SERVER__LOG_LEVEL": "warning",
-        **env,
-    }
-    command = [sys.executable, "-m", "ragserve.cli", "serve", "--port", str(port)]
-    with log.open("ab") as out:
-        process = subprocess.Popen(command, env=full_env, stdout=out, stderr=subprocess.STDOUT)
-    wait_ready(f"http://127.0.0.1:{port}", process)
-    return process

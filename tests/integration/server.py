@@ -18,16 +18,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(data_dir: Path, port: int, model_cache: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {
+def start_server(
+    data_dir: Path, port: int, model_cache: Path, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``ragserve serve`` as a child process, ready when this returns; ``env`` adds settings (e.g. LLM providers)."""
+    full_env = {
         **os.environ,
         "RAGSERVE_DATA_DIR": str(data_dir),
         "RAGSERVE_EMBEDDING__CACHE_DIR": str(model_cache),
         "RAGSERVE_SERVER__LOG_LEVEL": "warning",
+        **(env or {}),
     }
     command = [sys.executable, "-m", "ragserve.cli", "serve", "--port", str(port)]
     with log.open("ab") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, env=full_env, stdout=out, stderr=subprocess.STDOUT)
     wait_ready(f"http://127.0.0.1:{port}", process)
     return process
 

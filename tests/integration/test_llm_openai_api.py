@@ -20,8 +20,8 @@ from fastapi.testclient import TestClient
 from ragserve.embedding.onnx import OnnxEmbedder
 from ragserve.ingest.pipeline import embed_text
 from tests.integration.helpers import ingest
-from tests.integration.llm_server import FaultProxy, llama_server, start_ragserve
-from tests.integration.server import free_port
+from tests.integration.llm_server import FaultProxy, llama_server
+from tests.integration.server import free_port, start_server
 
 DOCS = [
     {
@@ -67,7 +67,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> I
                 "RAGSERVE_LLM__RETRY__MAX_ATTEMPTS": "2",
             }
             port = free_port()
-            server = start_ragserve(work / "data", port, model_cache, work / "ragserve.log", env)
+            server = start_server(work / "data", port, model_cache, work / "ragserve.log", env)
             base = f"http://127.0.0.1:{port}"
             try:
                 response = httpx.post(f"{base}/v1/documents", json={"documents": DOCS}, timeout=30)
