@@ -149,3 +149,12 @@ def test_a_batch_that_fails_whole_is_retried_not_lost(client: TestClient, monkey
     assert job["status"] == "succeeded"
     assert failures["left"] == 0
     assert client.get("/v1/documents").json()["total"] == 1
+
+
+def test_upsert_accepts_external_ids_with_slashes(client: TestClient) -> None:
+    # The CLI uses file paths as external ids.
+    response = client.put("/v1/documents/by-external-id/docs/guides/setup.md", json={"text": CATS})
+    assert response.status_code == 202, response.text
+    wait_for_job(client, response.json()["job_id"])
+    (doc,) = client.get("/v1/documents").json()["documents"]
+    assert doc["external_id"] == "docs/guides/setup.md"

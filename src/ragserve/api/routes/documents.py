@@ -190,7 +190,7 @@ async def delete_document(document_id: str, service: ServiceDep) -> Response:
     return Response(status_code=204)
 
 
-@router.put("/by-external-id/{external_id}", status_code=202, response_model=JobAccepted, responses=_ERRORS)
+@router.put("/by-external-id/{external_id:path}", status_code=202, response_model=JobAccepted, responses=_ERRORS)
 async def upsert_document(
     external_id: str,
     body: DocumentUpsert,
