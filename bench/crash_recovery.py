@@ -32,7 +32,7 @@ from ragserve.ingest.pipeline import parse_input
 from ragserve.settings import Settings, VectorIndexSettings
 from ragserve.stores.hnsw import HnswVectorIndex
 from ragserve.stores.sqlite import SqliteStore
-from ragserve.stores.sqlite_db import SqliteDatabase
+from ragserve.stores.sqlite_db import SqliteDatabase, fts_table
 
 
 def _port() -> int:
@@ -116,6 +116,7 @@ def main() -> None:
         for d in corpus
     )
     db = sqlite3.connect(data_dir / "ragserve.sqlite3")
+    (collection_id,) = db.execute("SELECT id FROM collections").fetchone()
     counts = {
         "documents": db.execute("SELECT count(*) FROM documents").fetchone()[0],
         "distinct_external_ids": db.execute("SELECT count(DISTINCT external_id) FROM documents").fetchone()[0],
@@ -123,7 +124,7 @@ def main() -> None:
         "distinct_chunk_positions": db.execute(
             "SELECT count(*) FROM (SELECT DISTINCT document_id, ordinal FROM chunks)"
         ).fetchone()[0],
-        "keyword_index_rows": db.execute("SELECT count(*) FROM chunks_fts").fetchone()[0],
+        "keyword_index_rows": db.execute(f"SELECT count(*) FROM {fts_table(collection_id)}").fetchone()[0],
         "unfinished_items": db.execute("SELECT count(*) FROM job_items WHERE status != 'done'").fetchone()[0],
     }
     db.close()

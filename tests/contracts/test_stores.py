@@ -145,3 +145,19 @@ def test_collection_summaries_count_documents(backend: Backend) -> None:
 def test_embedding_cache_round_trip(backend: Backend) -> None:
     backend.store.put_vectors([("m:a", b"\x00" * 8), ("m:b", b"\x01" * 8)])
     assert backend.store.get_vectors(["m:a", "m:b", "m:c"]) == {"m:a": b"\x00" * 8, "m:b": b"\x01" * 8}
+
+
+def test_keyword_scores_of_a_collection_ignore_other_collections(backend: Backend) -> None:
+    """BM25 statistics (document frequency, average length) are per collection."""
+    _ingest(backend, ["apple banana cherry"])
+    cid = backend.store.get_collection("c").id
+    before = backend.store.keyword_search(cid, analyze("apple"), 10, SearchFilters())
+    for i in range(5):
+        item = DocumentInput(collection="other", text=f"apple {i}")
+        backend.jobs.create_job([item], None, None)
+        (staged,) = backend.jobs.claim_items(10)
+        backend.store.write_document(staged, "Other", f"h{i}", [_chunk(0, f"apple pie number {i}")])
+    after = backend.store.keyword_search(cid, analyze("apple"), 10, SearchFilters())
+    assert after == before
+    other = backend.store.get_collection("other").id
+    assert len(backend.store.keyword_search(other, analyze("apple"), 10, SearchFilters())) == 5

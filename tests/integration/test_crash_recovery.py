@@ -18,7 +18,7 @@ from ragserve.ingest.pipeline import parse_input
 from ragserve.settings import Settings, VectorIndexSettings
 from ragserve.stores.hnsw import HnswVectorIndex
 from ragserve.stores.sqlite import SqliteStore
-from ragserve.stores.sqlite_db import SqliteDatabase
+from ragserve.stores.sqlite_db import SqliteDatabase, fts_table
 from tests.conftest import FIXTURES
 from tests.integration.server import free_port, start_server
 
@@ -87,7 +87,8 @@ def test_kill_9_mid_ingestion_then_restart(tmp_path: Path, model_cache: Path, em
             db.execute("SELECT count(*) FROM (SELECT DISTINCT document_id, ordinal FROM chunks)").fetchone()[0]
             == expected
         )
-        assert db.execute("SELECT count(*) FROM chunks_fts").fetchone()[0] == expected
+        (collection_id,) = db.execute("SELECT id FROM collections").fetchone()
+        assert db.execute(f"SELECT count(*) FROM {fts_table(collection_id)}").fetchone()[0] == expected
         assert db.execute("SELECT count(*) FROM job_items WHERE status != 'done'").fetchone()[0] == 0
     finally:
         db.close()

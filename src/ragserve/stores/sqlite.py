@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-import uuid
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,7 +28,7 @@ from ragserve.domain import (
 from ragserve.errors import InvalidRequestError, NotFoundError
 from ragserve.stores.analyzer import analyze_to_string
 from ragserve.stores.protocol import ChunkChanges, StagedItem, Vectors
-from ragserve.stores.sqlite_db import SqliteDatabase, parse_time, utc_now
+from ragserve.stores.sqlite_db import SqliteDatabase, create_collection, fts_table, parse_time, utc_now
 
 _METADATA_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 _SQL_VARIABLES_PER_QUERY = 900
@@ -92,10 +91,7 @@ class SqliteStore:
         row = conn.execute("SELECT id, name, created_at FROM collections WHERE name = ?", (name,)).fetchone()
         if row is None:
             with self._db.write() as wconn:
-                wconn.execute(
-                    "INSERT OR IGNORE INTO collections(id, name, created_at) VALUES (?, ?, ?)",
-                    (uuid.uuid4().hex, name, utc_now()),
-                )
+                create_collection(wconn, name)
             row = conn.execute("SELECT id, name, created_at FROM collections WHERE name = ?", (name,)).fetchone()
         return Collection(id=row[0], name=row[1], created_at=parse_time(row[2]))
 
@@ -167,7 +163,7 @@ class SqliteStore:
             if row is None:
                 raise NotFoundError(f"document {document_id!r} not found")
             ids = [r[0] for r in conn.execute("SELECT id FROM chunks WHERE document_id = ?", (document_id,))]
-            self._delete_chunks(conn, ids)
+            self._delete_chunks(conn, str(row[0]), ids)
             conn.execute("DELETE FROM documents WHERE id = ?", (document_id,))
         return str(row[0]), ids
 
@@ -186,7 +182,7 @@ class SqliteStore:
                 reusable.setdefault((chash, page), []).append(cid)
             added = [(self._put_chunk(conn, item, title, chunk, reusable), chunk.vector) for chunk in chunks]
             removed = [cid for ids in reusable.values() for cid in ids]
-            self._delete_chunks(conn, removed)
+            self._delete_chunks(conn, item.collection_id, removed)
             conn.execute(
                 "UPDATE documents SET title = ?, source = ?, metadata = ?, status = ?, content_hash = ?, "
                 "chunk_count = ?, updated_at = ? WHERE id = ?",
@@ -244,16 +240,16 @@ class SqliteStore:
         chunk_id = int(cursor.lastrowid or 0)
         body = analyze_to_string(f"{chunk.section or ''}\n{chunk.text}")
         conn.execute(
-            "INSERT INTO chunks_fts(rowid, title, body) VALUES (?, ?, ?)",
+            f"INSERT INTO {fts_table(item.collection_id)}(rowid, title, body) VALUES (?, ?, ?)",
             (chunk_id, analyze_to_string(title or ""), body),
         )
         return chunk_id
 
     @staticmethod
-    def _delete_chunks(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
+    def _delete_chunks(conn: sqlite3.Connection, collection_id: str, ids: Sequence[int]) -> None:
         for batch in _batches(ids):
             marks = ", ".join("?" for _ in batch)
-            conn.execute(f"DELETE FROM chunks_fts WHERE rowid IN ({marks})", list(batch))
+            conn.execute(f"DELETE FROM {fts_table(collection_id)} WHERE rowid IN ({marks})", list(batch))
             conn.execute(f"DELETE FROM chunks WHERE id IN ({marks})", list(batch))
 
     # --- chunks --------------------------------------------------------------------------------------------
@@ -332,11 +328,12 @@ class SqliteStore:
         match = " OR ".join(f'"{term}"' for term in unique)
         clause, params = filter_clause(filters)
         join = " JOIN documents d ON d.id = c.document_id" if filters else ""
+        fts = fts_table(collection_id)
         rows = self._db.connection().execute(
-            "SELECT chunks_fts.rowid, bm25(chunks_fts, ?, 1.0) AS rank FROM chunks_fts "
-            f"JOIN chunks c ON c.id = chunks_fts.rowid{join} "
-            f"WHERE chunks_fts MATCH ? AND c.collection_id = ?{clause} ORDER BY rank LIMIT ?",
-            [self._title_weight, match, collection_id, *params, k],
+            f"SELECT {fts}.rowid, bm25({fts}, ?, 1.0) AS rank FROM {fts} "
+            f"JOIN chunks c ON c.id = {fts}.rowid{join} "
+            f"WHERE {fts} MATCH ?{clause} ORDER BY rank LIMIT ?",
+            [self._title_weight, match, *params, k],
         )
         # FTS5's bm25() is negated so that ascending order is best-first; flip it back.
         return [(int(cid), -float(rank)) for cid, rank in rows]

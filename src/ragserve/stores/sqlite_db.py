@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -11,7 +13,7 @@ from pathlib import Path
 
 from ragserve.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -50,7 +52,6 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 CREATE INDEX IF NOT EXISTS chunks_document ON chunks(document_id, ordinal);
 CREATE INDEX IF NOT EXISTS chunks_collection ON chunks(collection_id, id);
-CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(title, body, tokenize='unicode61 remove_diacritics 0');
 CREATE TABLE IF NOT EXISTS embedding_cache (key TEXT PRIMARY KEY, vector BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -79,6 +80,49 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 """
 
 
+_COLLECTION_ID = re.compile(r"^[0-9a-f]{32}$")
+# Terms are analysed before they reach FTS5 (``analyzer.py``); its tokenizer only splits on spaces.
+_FTS_COLUMNS = "title, body, tokenize='unicode61 remove_diacritics 0'"
+
+
+def fts_table(collection_id: str) -> str:
+    """The name of a collection's FTS5 table. One table per collection keeps BM25's document frequencies and
+    lengths to that collection."""
+    if not _COLLECTION_ID.match(collection_id):
+        raise StoreError(f"invalid collection id {collection_id!r}")
+    return f"fts_{collection_id}"
+
+
+def create_collection(conn: sqlite3.Connection, name: str) -> str:
+    """The id of the collection called ``name``, created with its FTS5 table if missing (inside the caller's
+    transaction)."""
+    row = conn.execute("SELECT id FROM collections WHERE name = ?", (name,)).fetchone()
+    if row is not None:
+        return str(row[0])
+    collection_id = uuid.uuid4().hex
+    conn.execute("INSERT INTO collections(id, name, created_at) VALUES (?, ?, ?)", (collection_id, name, utc_now()))
+    conn.execute(f"CREATE VIRTUAL TABLE {fts_table(collection_id)} USING fts5({_FTS_COLUMNS})")
+    return collection_id
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Schema 1 kept one FTS5 table for all collections; move its rows into per-collection tables."""
+    has_global = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'chunks_fts'").fetchone()
+    if has_global is None:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    for (collection_id,) in conn.execute("SELECT id FROM collections").fetchall():
+        fts = fts_table(collection_id)
+        conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS {fts} USING fts5({_FTS_COLUMNS})")
+        conn.execute(
+            f"INSERT INTO {fts}(rowid, title, body) SELECT f.rowid, f.title, f.body FROM chunks_fts f "
+            "JOIN chunks c ON c.id = f.rowid WHERE c.collection_id = ?",
+            (collection_id,),
+        )
+    conn.execute("DROP TABLE chunks_fts")
+    conn.execute("COMMIT")
+
+
 def utc_now() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -102,7 +146,8 @@ class SqliteDatabase:
             conn = self.connection()
             # executescript commits on its own; the statements are idempotent.
             conn.executescript(_SCHEMA)
-            conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            _migrate(conn)
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     @property
     def path(self) -> Path:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from ragserve.domain import DocumentInput, DocumentStatus, Job, JobError, JobProgress, JobStatus
 from ragserve.errors import ConflictError, NotFoundError
 from ragserve.stores.protocol import StagedItem
-from ragserve.stores.sqlite_db import SqliteDatabase, parse_time, utc_now
+from ragserve.stores.sqlite_db import SqliteDatabase, create_collection, parse_time, utc_now
 
 
 def encode_input(item: DocumentInput) -> bytes:
@@ -95,11 +95,7 @@ class SqliteJobStore:
     def _stage_document(conn: sqlite3.Connection, item: DocumentInput, now: str) -> str:
         """The id of the document this input writes: an existing one with the same external id, or a new
         pending row (which disappears again if its ingestion fails)."""
-        conn.execute(
-            "INSERT OR IGNORE INTO collections(id, name, created_at) VALUES (?, ?, ?)",
-            (uuid.uuid4().hex, item.collection, now),
-        )
-        collection_id = conn.execute("SELECT id FROM collections WHERE name = ?", (item.collection,)).fetchone()[0]
+        collection_id = create_collection(conn, item.collection)
         if item.external_id is not None:
             row = conn.execute(
                 "SELECT id FROM documents WHERE collection_id = ? AND external_id = ?",
