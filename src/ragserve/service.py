@@ -43,7 +43,7 @@ from ragserve.llm.gateway import LLMGateway
 from ragserve.llm.protocol import AnswerGenerator
 from ragserve.observability.metrics import ANSWERS, timed
 from ragserve.retrieval.search import Retriever, SearchQuery, validate_query
-from ragserve.settings import Settings
+from ragserve.settings import RetrievalOverrides, RetrievalSettings, Settings
 from ragserve.stores.hnsw import HnswVectorIndex
 from ragserve.stores.sqlite import SqliteStore
 from ragserve.stores.sqlite_db import SqliteDatabase
@@ -213,6 +213,18 @@ class RagService:
 
     async def list_collections(self) -> list[CollectionSummary]:
         return await anyio.to_thread.run_sync(self.store.summarize_collections)
+
+    async def retrieval_settings(self, collection: str) -> tuple[RetrievalOverrides, RetrievalSettings]:
+        """A collection's own overrides and the settings its searches use. Raises ``NotFoundError``."""
+        found = await anyio.to_thread.run_sync(self.store.get_collection, collection)
+        overrides = await anyio.to_thread.run_sync(self.store.get_retrieval_overrides, found.id)
+        return RetrievalOverrides.model_validate(overrides), self.retriever.settings_for(found.id)
+
+    async def set_retrieval_settings(self, collection: str, overrides: RetrievalOverrides) -> None:
+        """Replace a collection's overrides; searches use them from the next query on."""
+        await anyio.to_thread.run_sync(
+            self.store.set_retrieval_overrides, collection, overrides.model_dump(exclude_none=True)
+        )
 
     async def get_document(self, document_id: str) -> tuple[Document, list[Chunk]]:
         document = await anyio.to_thread.run_sync(self.store.get_document, document_id)

@@ -70,6 +70,22 @@ class RetrievalSettings(BaseModel):
     )
 
 
+class RetrievalOverrides(BaseModel):
+    """A collection's own retrieval settings; unset fields use ``RetrievalSettings``. The best fusion differs
+    by corpus, so each collection can be tuned (e.g. with ``bench/fusion_study.py``) without a restart."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    default_mode: Literal["hybrid", "dense", "keyword"] | None = None
+    fusion: Literal["zscore", "rrf"] | None = None
+    hybrid_alpha: float | None = Field(default=None, ge=0.0, le=1.0)
+    rrf_k: int | None = Field(default=None, ge=1)
+    candidates: int | None = Field(default=None, ge=10, le=2000)
+
+    def apply(self, base: RetrievalSettings) -> RetrievalSettings:
+        return base.model_copy(update=self.model_dump(exclude_none=True))
+
+
 class AnswerSettings(BaseModel):
     k: int = Field(default=6, ge=1, le=50)
     max_sentences: int = Field(default=3, ge=1, le=20)

@@ -13,14 +13,14 @@ from ragserve.embedding.protocol import Embedder
 from ragserve.errors import EmptyQueryError, NotFoundError, PayloadTooLargeError, ServiceUnavailableError
 from ragserve.observability.metrics import RETRIEVAL_DEGRADED, timed
 from ragserve.retrieval.fusion import Scored, rrf_fusion, zscore_fusion
-from ragserve.settings import RetrievalSettings
+from ragserve.settings import RetrievalOverrides, RetrievalSettings
 from ragserve.stores.analyzer import analyze
-from ragserve.stores.protocol import ChunkStore, DocumentStore, KeywordIndex, VectorIndex
+from ragserve.stores.protocol import ChunkStore, CollectionSettingsStore, DocumentStore, KeywordIndex, VectorIndex
 
 logger = logging.getLogger(__name__)
 
 
-class SearchStore(DocumentStore, ChunkStore, KeywordIndex, Protocol):
+class SearchStore(DocumentStore, ChunkStore, KeywordIndex, CollectionSettingsStore, Protocol):
     """What search needs of the store (the embedded store is all three)."""
 
 
@@ -71,15 +71,22 @@ class Retriever:
         # Each hybrid query runs its two halves here; sized for a few concurrent queries on a small machine.
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="retrieval")
 
+    def settings_for(self, collection_id: str) -> RetrievalSettings:
+        """The service-wide retrieval settings with the collection's own overrides applied."""
+        overrides = self._store.get_retrieval_overrides(collection_id)
+        if not overrides:
+            return self._settings
+        return RetrievalOverrides.model_validate(overrides).apply(self._settings)
+
     def search(self, query: SearchQuery) -> SearchResult:
-        mode: SearchMode = query.mode or self._settings.default_mode
         name = query.collection or self._default_collection
         try:
             collection_id = self._store.get_collection(name).id
         except NotFoundError:
             if query.collection is not None and query.collection != self._default_collection:
                 raise
-            return SearchResult(hits=(), mode=mode)
+            return SearchResult(hits=(), mode=query.mode or self._settings.default_mode)
+        mode: SearchMode = query.mode or self.settings_for(collection_id).default_mode
         ranking = self.rank(collection_id, query.text, query.k + query.offset, query.filters, mode)
         with timed("load"):
             hits = self._store.hits(ranking.scored[query.offset : query.offset + query.k])
@@ -91,7 +98,8 @@ class Retriever:
         In hybrid mode the keyword half runs in a second thread while this one embeds the query. If one half
         fails or exceeds ``half_timeout_seconds``, the other half's ranking is returned with ``degraded``
         set; if the only requested half fails, its error propagates."""
-        candidates = max(self._settings.candidates, n)
+        settings = self.settings_for(collection_id)
+        candidates = max(settings.candidates, n)
         if mode == "keyword":
             return Ranking(self._keyword(collection_id, text, candidates, filters)[:n])
         if mode == "dense":
@@ -105,10 +113,10 @@ class Retriever:
         if keyword is None or dense is None:
             return Ranking((keyword or dense or [])[:n], degraded=True)
         with timed("fuse"):
-            if self._settings.fusion == "rrf":
-                fused = rrf_fusion([dense, keyword], self._settings.rrf_k)
+            if settings.fusion == "rrf":
+                fused = rrf_fusion([dense, keyword], settings.rrf_k)
             else:
-                fused = zscore_fusion(dense, keyword, self._settings.hybrid_alpha)
+                fused = zscore_fusion(dense, keyword, settings.hybrid_alpha)
         return Ranking(fused[:n])
 
     def _outcome(self, future: Future[Scored], half: str) -> Scored | None:

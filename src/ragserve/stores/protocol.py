@@ -89,6 +89,16 @@ class DocumentStore(Protocol):
         ...
 
 
+class CollectionSettingsStore(Protocol):
+    """Per-collection retrieval settings (``RetrievalOverrides`` fields, unset ones omitted)."""
+
+    def get_retrieval_overrides(self, collection_id: str) -> dict[str, object]: ...
+
+    def set_retrieval_overrides(self, name: str, overrides: dict[str, object]) -> None:
+        """Raises ``NotFoundError`` for an unknown collection."""
+        ...
+
+
 class ChunkStore(Protocol):
     """Reading chunks for retrieval."""
 

@@ -116,6 +116,20 @@ class SqliteStore:
         )
         return [CollectionSummary(name=r[0], document_count=int(r[1])) for r in rows]
 
+    def get_retrieval_overrides(self, collection_id: str) -> dict[str, object]:
+        row = self._db.connection().execute("SELECT retrieval FROM collections WHERE id = ?", (collection_id,))
+        found = row.fetchone()
+        return {} if found is None else dict(json.loads(found[0]))
+
+    def set_retrieval_overrides(self, name: str, overrides: dict[str, object]) -> None:
+        """Raises ``NotFoundError`` for an unknown collection."""
+        with self._db.write() as conn:
+            updated = conn.execute(
+                "UPDATE collections SET retrieval = ? WHERE name = ?", (json.dumps(overrides), name)
+            ).rowcount
+        if not updated:
+            raise NotFoundError(f"collection {name!r} not found")
+
     # --- documents ---------------------------------------------------------------------------------------
 
     def get_document(self, document_id: str) -> Document:

@@ -20,7 +20,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS collections (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    retrieval TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS documents (
     id TEXT PRIMARY KEY,
@@ -106,7 +107,11 @@ def create_collection(conn: sqlite3.Connection, name: str) -> str:
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
-    """Schema 1 kept one FTS5 table for all collections; move its rows into per-collection tables."""
+    """Schema 1 kept one FTS5 table for all collections (moved into per-collection tables here) and had no
+    per-collection retrieval settings."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(collections)")}
+    if "retrieval" not in columns:
+        conn.execute("ALTER TABLE collections ADD COLUMN retrieval TEXT NOT NULL DEFAULT '{}'")
     has_global = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'chunks_fts'").fetchone()
     if has_global is None:
         return
