@@ -227,6 +227,19 @@ class Citation:
     title: str | None
     quote: str
 
+    @classmethod
+    def of(cls, hit: SearchHit, index: int, quote: str) -> Citation:
+        """Citation ``[index]`` of ``hit``, quoting ``quote`` from it."""
+        return cls(
+            index=index,
+            chunk_id=hit.chunk_id,
+            document_id=hit.document_id,
+            external_id=hit.external_id,
+            source=hit.source,
+            title=hit.title,
+            quote=quote,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Answer:

@@ -202,17 +202,7 @@ class ExtractiveGenerator:
         for rank in sorted({p.context for p in picks}):
             hit = contexts[rank]
             quote = " ".join(p.text for p in picks if p.context == rank)
-            citations.append(
-                Citation(
-                    index=rank + 1,
-                    chunk_id=hit.chunk_id,
-                    document_id=hit.document_id,
-                    external_id=hit.external_id,
-                    source=hit.source,
-                    title=hit.title,
-                    quote=quote,
-                )
-            )
+            citations.append(Citation.of(hit, rank + 1, quote))
         return Answer(text=" ".join(parts), abstained=False, citations=tuple(citations), generator=self._name)
 
     def _abstention(self) -> Answer:

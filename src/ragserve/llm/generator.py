@@ -132,17 +132,7 @@ def _citations(numbers: Sequence[int], contexts: Sequence[SearchHit]) -> tuple[C
     for n in sorted(numbers):
         hit = contexts[n - 1]
         quote = hit.text if len(hit.text) <= _QUOTE_CHARS else hit.text[:_QUOTE_CHARS].rsplit(" ", 1)[0] + "…"
-        citations.append(
-            Citation(
-                index=n,
-                chunk_id=hit.chunk_id,
-                document_id=hit.document_id,
-                external_id=hit.external_id,
-                source=hit.source,
-                title=hit.title,
-                quote=quote,
-            )
-        )
+        citations.append(Citation.of(hit, n, quote))
     return tuple(citations)
 
 
