@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from ragserve.domain import DocumentInput
+from ragserve.domain import DocumentInput, IndexConfig
 from ragserve.embedding.onnx import OnnxEmbedder
 from ragserve.evaluation import read_corpus
 from ragserve.ingest.chunking import chunk_document
@@ -129,7 +129,7 @@ def main() -> None:
     }
     db.close()
     store_db = SqliteDatabase(data_dir / "ragserve.sqlite3")
-    store = SqliteStore(store_db)
+    store = SqliteStore(store_db, IndexConfig(200, 40, embedder.model_id))
     index = HnswVectorIndex(data_dir / "index", embedder.dimension, VectorIndexSettings())
     (collection,) = store.list_collections()
     added, _ = index.catch_up(collection.id, store)

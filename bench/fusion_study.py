@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ragserve.domain import SearchFilters
+from ragserve.domain import IndexConfig, SearchFilters
 from ragserve.embedding.onnx import OnnxEmbedder
 from ragserve.evaluation import ndcg_at, read_queries
 from ragserve.retrieval.fusion import Scored, rrf_fusion, zscore_fusion
@@ -50,8 +50,10 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings()
     db = SqliteDatabase(settings.database_path)
-    store = SqliteStore(db)
     embedder = OnnxEmbedder(cache_dir=settings.model_cache_dir)
+    store = SqliteStore(
+        db, IndexConfig(settings.chunking.max_tokens, settings.chunking.overlap_tokens, embedder.model_id)
+    )
     index = HnswVectorIndex(settings.index_dir, embedder.dimension, settings.vector_index)
     collection = store.get_collection(args.collection or args.dataset.resolve().name)
     halves = Halves(store, index, embedder, collection.id)

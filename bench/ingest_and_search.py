@@ -31,8 +31,9 @@ import httpx
 from ragserve.domain import DocumentInput
 from ragserve.embedding.onnx import OnnxEmbedder
 from ragserve.evaluation import percentile, read_corpus
+from ragserve.ingest.chunk_plan import embed_text
 from ragserve.ingest.chunking import chunk_document
-from ragserve.ingest.pipeline import embed_text, parse_input
+from ragserve.ingest.pipeline import parse_input
 from ragserve.settings import Settings
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ragserve import cli_index
 from ragserve.domain import DocumentInput, SearchFilters, SearchMode
 from ragserve.errors import RagserveError
 from ragserve.evaluation import mrr_at, ndcg_at, percentile, read_corpus, read_queries, recall_at
@@ -29,6 +29,7 @@ from ragserve.service import RagService
 from ragserve.settings import Settings
 
 app = typer.Typer(help="ragserve: hybrid search and cited answers over your documents.", no_args_is_help=True)
+app.add_typer(cli_index.app, name="index")
 console = Console()
 T = TypeVar("T")
 _BATCH = 100
@@ -59,6 +60,7 @@ def serve(
     import uvicorn
 
     from ragserve.api.app import create_app
+    from ragserve.observability.logging import configure_logging
 
     settings = Settings()
     updates: dict[str, Any] = {}
@@ -67,14 +69,13 @@ def serve(
     if port is not None:
         updates["port"] = port
     settings = settings.model_copy(update={"server": settings.server.model_copy(update=updates)})
-    logging.basicConfig(
-        level=settings.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.server.log_level, json_logs=settings.observability.json_logs)
     uvicorn.run(
         create_app(settings),
         host=settings.server.host,
         port=settings.server.port,
         log_level=settings.server.log_level,
+        log_config=None,  # uvicorn's records go through the handler configure_logging installed
     )
 
 
@@ -215,6 +216,7 @@ async def _evaluate(
     await _ensure_corpus(service, dataset, collection)
     queries, qrels = read_queries(dataset, split)
     collection_id = service.store.get_collection(collection).id
+    index_id = service.versions.index_route(collection_id).active.index_id
     report: dict[str, Any] = {"dataset": dataset.name, "split": split, "queries": len(queries), "modes": {}}
     for mode in cast(list[SearchMode], modes):
         scores: dict[str, list[float]] = {"ndcg@10": [], "recall@100": [], "mrr@10": []}
@@ -222,7 +224,7 @@ async def _evaluate(
         for qid, text in queries.items():
             start = time.perf_counter()
             ranking = await anyio.to_thread.run_sync(
-                service.retriever.rank, collection_id, text, 300, SearchFilters(), mode
+                service.retriever.rank, collection_id, index_id, text, 300, SearchFilters(), mode
             )
             scored = ranking.scored
             latencies.append((time.perf_counter() - start) * 1000)

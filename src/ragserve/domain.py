@@ -119,6 +119,64 @@ class NewChunk:
     vector: bytes  # float32 little-endian, L2-normalised
 
 
+# --- index versions ----------------------------------------------------------------------------------------
+
+
+class IndexState(StrEnum):
+    BUILDING = "building"
+    READY = "ready"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class IndexConfig:
+    """What makes one index version of a collection differ from another: how documents are chunked, which
+    embedding model embeds the chunks, and the precision its vectors are searched at."""
+
+    max_tokens: int
+    overlap_tokens: int
+    model: str
+    precision: Literal["f32"] = "f32"
+
+
+@dataclass(frozen=True, slots=True)
+class IndexVersion:
+    """One built (or building) index of a collection. ``index_id`` keys its chunks, keyword table and vector
+    graph; version 1's is the collection's own id."""
+
+    index_id: str
+    collection_id: str
+    version: int
+    config: IndexConfig
+    state: IndexState
+    built: int
+    total: int
+    error: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class IndexRoute:
+    """Where a collection's queries go: the active version, optionally a canary taking ``canary_share`` of
+    them, and the version a rollback returns to."""
+
+    active: IndexVersion
+    canary: IndexVersion | None = None
+    canary_share: float = 0.0
+    previous: IndexVersion | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentSource:
+    """A ready document as a new index version needs it: its parsed form (None for documents stored before
+    parsed forms were kept) and the content hash a rebuilt chunk set must still match when written."""
+
+    document_id: str
+    title: str | None
+    content_hash: str
+    parsed: ParsedDocument | None
+
+
 # --- jobs ------------------------------------------------------------------------------------------------
 
 
@@ -215,6 +273,7 @@ class SearchResult:
     hits: tuple[SearchHit, ...]
     mode: SearchMode
     degraded: bool = False
+    index_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,8 @@ RagserveError
 ├── PayloadTooLargeError           413  query, document count or upload over a limit
 ├── UnsupportedMediaTypeError      415  file type no loader handles
 ├── NotFoundError                  404  unknown collection, document or job
-├── ConflictError                  409  idempotency key reused with another request
+├── ConflictError                  409  idempotency key reused with another request, a refused promotion
+│   └── IndexVersionsChangedError  (internal: an index version appeared during a document write)
 ├── DocumentParseError             (per file, recorded in its job)
 ├── EmbeddingError                 (model failed to load or run)
 ├── StoreError                     (storage backend failed)
@@ -64,6 +65,13 @@ class NotFoundError(RagserveError):
 
 class ConflictError(RagserveError):
     code = "conflict"
+
+
+class IndexVersionsChangedError(ConflictError):
+    """A document write named other index versions than the collection now has (one was created or removed
+    meanwhile): chunk it again for the current ones."""
+
+    code = "index_versions_changed"
 
 
 class DocumentParseError(RagserveError):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import IO
 
 import anyio.to_thread
+from opentelemetry.trace import Span, use_span
 
 from ragserve.domain import (
     Answer,
@@ -27,6 +28,7 @@ from ragserve.domain import (
     CollectionSummary,
     Document,
     DocumentInput,
+    IndexConfig,
     Job,
     Metadata,
     SearchFilters,
@@ -35,19 +37,24 @@ from ragserve.domain import (
 from ragserve.embedding.onnx import OnnxEmbedder
 from ragserve.embedding.protocol import Embedder
 from ragserve.errors import DataDirLockedError, PayloadTooLargeError, UnsupportedMediaTypeError
+from ragserve.index_lifecycle import IndexLifecycle
 from ragserve.ingest.loaders import is_supported
 from ragserve.ingest.pipeline import IngestPipeline
+from ragserve.ingest.reindex import IndexBuilder
 from ragserve.ingest.runner import LocalJobRunner
 from ragserve.llm.factory import build_generation
 from ragserve.llm.gateway import LLMGateway
+from ragserve.llm.judge import GroundednessJudge
 from ragserve.llm.protocol import AnswerGenerator
 from ragserve.observability.metrics import ANSWERS, timed
+from ragserve.observability.tracing import open_span, start_span
 from ragserve.retrieval.search import Retriever, SearchQuery, validate_query
 from ragserve.settings import RetrievalOverrides, RetrievalSettings, Settings
 from ragserve.stores.hnsw import HnswVectorIndex
 from ragserve.stores.sqlite import SqliteStore
 from ragserve.stores.sqlite_db import SqliteDatabase
 from ragserve.stores.sqlite_jobs import SqliteJobStore
+from ragserve.stores.sqlite_versions import SqliteIndexVersions
 
 logger = logging.getLogger(__name__)
 
@@ -99,10 +106,13 @@ class RagService:
         self._db = db
         self._lock = lock
         self.embedder = embedder
-        self.store = SqliteStore(db, title_weight=settings.retrieval.title_weight)
-        self.jobs = SqliteJobStore(db)
+        # New collections start with index version 1 under the service's chunking and model.
+        config = IndexConfig(settings.chunking.max_tokens, settings.chunking.overlap_tokens, embedder.model_id)
+        self.store = SqliteStore(db, config, title_weight=settings.retrieval.title_weight)
+        self.versions = SqliteIndexVersions(db)
+        self.jobs = SqliteJobStore(db, config)
         self.index = HnswVectorIndex(settings.index_dir, embedder.dimension, settings.vector_index)
-        self.pipeline = IngestPipeline(self.jobs, self.store, self.store, self.index, embedder, settings.chunking)
+        self.pipeline = IngestPipeline(self.jobs, self.store, self.versions, self.store, self.index, embedder)
         self.runner = LocalJobRunner(
             self.jobs,
             self.pipeline,
@@ -110,9 +120,25 @@ class RagService:
             settings.jobs.poll_interval_seconds,
             settings.jobs.retry_seconds,
         )
-        self.retriever = Retriever(self.store, self.index, embedder, settings.retrieval, settings.default_collection)
+        self.retriever = Retriever(
+            self.store, self.versions, self.index, embedder, settings.retrieval, settings.default_collection
+        )
+        builder = IndexBuilder(
+            self.store, self.versions, self.store, self.index, embedder, settings.index.build_batch_documents
+        )
+        self.lifecycle = IndexLifecycle(
+            self.store,
+            self.store,
+            self.versions,
+            self.index,
+            builder,
+            self.retriever,
+            embedder.model_id,
+            settings.index,
+        )
         self.generator = generator
         self.llm: LLMGateway | None = None  # the LLM gateway behind ``generator``, if providers are configured
+        self.judge = GroundednessJudge(settings.observability.judge_sample_rate)
         self._flusher: asyncio.Task[None] | None = None
         self._index_ready = False
 
@@ -137,6 +163,7 @@ class RagService:
             raise
         service = cls(settings, db, embedder, generation.generator, lock)
         service.llm = generation.gateway
+        service.judge = GroundednessJudge(settings.observability.judge_sample_rate, generation.gateway)
         return service
 
     # --- life cycle -------------------------------------------------------------------------------------
@@ -147,11 +174,13 @@ class RagService:
         self._index_ready = True
         if run_jobs:
             await self.runner.start()
+            await self.lifecycle.start()
         self._flusher = asyncio.create_task(self._flush_periodically(), name="index-flusher")
 
     def _catch_up(self) -> None:
         for collection in self.store.list_collections():
-            self.index.catch_up(collection.id, self.store)
+            for version in self.versions.live_versions(collection.id):
+                self.index.catch_up(version.index_id, self.store)
 
     async def _flush_periodically(self) -> None:
         while True:
@@ -160,12 +189,14 @@ class RagService:
 
     async def close(self) -> None:
         await self.runner.stop()
+        await self.lifecycle.close()
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
         await anyio.to_thread.run_sync(self.index.flush)
         self.retriever.close()
+        await self.judge.aclose()
         if self.llm is not None:
             await self.llm.aclose()
         self._db.close()
@@ -235,8 +266,9 @@ class RagService:
         return await anyio.to_thread.run_sync(self.store.list_documents, collection, limit, offset)
 
     async def delete_document(self, document_id: str) -> None:
-        collection_id, chunk_ids = await anyio.to_thread.run_sync(self.store.delete_document, document_id)
-        await anyio.to_thread.run_sync(self.index.delete, collection_id, chunk_ids)
+        removed = await anyio.to_thread.run_sync(self.store.delete_document, document_id)
+        for index_id, chunk_ids in removed.items():
+            await anyio.to_thread.run_sync(self.index.delete, index_id, chunk_ids)
 
     # --- retrieval and answers ----------------------------------------------------------------------------
 
@@ -248,24 +280,38 @@ class RagService:
         return await anyio.to_thread.run_sync(self.retriever.search, self._validated(query))
 
     async def answer(self, question: str, k: int | None, collection: str | None, filters: Metadata | None) -> Answer:
-        hits = await self._contexts(question, k, collection, filters)
-        with timed("generate"):
-            answer = await self.generator.generate(question.strip(), hits.hits)
+        with start_span("ragserve.answer"):
+            hits = await self._contexts(question, k, collection, filters)
+            with timed("generate"):
+                answer = await self.generator.generate(question.strip(), hits.hits)
         ANSWERS.labels(generator=answer.generator, abstained=str(answer.abstained).lower()).inc()
+        self.judge.submit(question, answer, hits.hits)
         return answer
 
     async def stream_answer(
         self, question: str, k: int | None, collection: str | None, filters: Metadata | None
     ) -> AsyncIterator[AnswerDelta | Answer]:
         """Validates before the first item, so errors surface before a stream starts."""
-        hits = await self._contexts(question, k, collection, filters)
-        return self._stream(question.strip(), hits)
+        span = open_span("ragserve.answer")  # ended by the stream, which outlives this call
+        try:
+            with use_span(span, record_exception=True, set_status_on_exception=True):
+                hits = await self._contexts(question, k, collection, filters)
+        except BaseException:
+            span.end()
+            raise
+        return self._stream(question.strip(), hits, span)
 
-    async def _stream(self, question: str, hits: SearchResult) -> AsyncIterator[AnswerDelta | Answer]:
-        async for item in self.generator.stream(question, hits.hits):
-            if isinstance(item, Answer):
-                ANSWERS.labels(generator=item.generator, abstained=str(item.abstained).lower()).inc()
-            yield item
+    async def _stream(self, question: str, hits: SearchResult, span: Span) -> AsyncIterator[AnswerDelta | Answer]:
+        generate = open_span("ragserve.generate", parent=span)
+        try:
+            async for item in self.generator.stream(question, hits.hits):
+                if isinstance(item, Answer):
+                    ANSWERS.labels(generator=item.generator, abstained=str(item.abstained).lower()).inc()
+                    self.judge.submit(question, item, hits.hits)
+                yield item
+        finally:
+            generate.end()
+            span.end()
 
     async def _contexts(
         self, question: str, k: int | None, collection: str | None, filters: Metadata | None

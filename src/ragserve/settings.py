@@ -173,6 +173,37 @@ class StoreSettings(BaseModel):
     backend: Literal["sqlite"] = "sqlite"
 
 
+class IndexVersionSettings(BaseModel):
+    """Index versions: a promotion is refused when the candidate's nDCG@10 on the collection's golden set is
+    more than ``promote_margin`` below the active version's (unless forced)."""
+
+    promote_margin: float = Field(default=0.01, ge=0.0, le=1.0)
+    require_golden_set: bool = Field(default=False, description="refuse promotions of collections without one")
+    build_batch_documents: int = Field(default=32, ge=1, le=1024, description="documents per build step")
+
+
+class ObservabilitySettings(BaseModel):
+    """Traces, logs, load shedding and the sampled answer judge. Metrics are always on, at ``/metrics``.
+
+    ``otlp_endpoint`` turns on trace export over OTLP/HTTP (e.g. ``http://otel-collector:4318``; a URL with no
+    path gets ``/v1/traces``). ``/ready`` answers 503 while more than ``max_in_flight`` requests are running.
+    """
+
+    otlp_endpoint: str | None = Field(default=None, description="OTLP/HTTP collector; unset: no trace export")
+    service_name: str = Field(default="ragserve", min_length=1, description="the service.name of exported spans")
+    max_in_flight: int = Field(default=64, ge=1, description="requests in flight above which /ready answers 503")
+    judge_sample_rate: float = Field(
+        default=0.1, ge=0.0, le=1.0, description="share of answers whose groundedness is scored in the background"
+    )
+    json_logs: bool = Field(default=False, description="one JSON object per log line, with request and trace ids")
+
+    @model_validator(mode="after")
+    def _check_endpoint(self) -> ObservabilitySettings:
+        if self.otlp_endpoint is not None and not self.otlp_endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"observability.otlp_endpoint must be an http(s) URL, got {self.otlp_endpoint!r}")
+        return self
+
+
 class Settings(BaseSettings):
     """The root of all settings. ``data_dir`` holds the SQLite database, the vector indexes and model caches."""
 
@@ -194,7 +225,9 @@ class Settings(BaseSettings):
     answer: AnswerSettings = AnswerSettings()
     jobs: JobSettings = JobSettings()
     store: StoreSettings = StoreSettings()
+    index: IndexVersionSettings = IndexVersionSettings()
     llm: LLMSettings = LLMSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
 
     @property
     def database_path(self) -> Path:

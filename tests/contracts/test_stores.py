@@ -9,22 +9,39 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ragserve.domain import DocumentInput, DocumentStatus, JobError, JobStatus, NewChunk, SearchFilters
-from ragserve.errors import ConflictError, InvalidRequestError, NotFoundError
+from ragserve.domain import (
+    DocumentInput,
+    DocumentStatus,
+    IndexConfig,
+    IndexState,
+    JobError,
+    JobStatus,
+    NewChunk,
+    ParsedDocument,
+    SearchFilters,
+    TextBlock,
+)
+from ragserve.errors import ConflictError, IndexVersionsChangedError, InvalidRequestError, NotFoundError
 from ragserve.stores.analyzer import analyze
+from ragserve.stores.protocol import ChunkChanges, DocumentWrite, StagedItem
 from ragserve.stores.sqlite import SqliteStore
 from ragserve.stores.sqlite_db import SqliteDatabase
 from ragserve.stores.sqlite_jobs import SqliteJobStore
+from ragserve.stores.sqlite_versions import SqliteIndexVersions
+
+CONFIG = IndexConfig(max_tokens=200, overlap_tokens=40, model="test-model")
 
 
 class Backend:
-    def __init__(self, store: SqliteStore, jobs: SqliteJobStore, close: Callable[[], None]) -> None:
-        self.store, self.jobs, self.close = store, jobs, close
+    def __init__(
+        self, store: SqliteStore, jobs: SqliteJobStore, versions: SqliteIndexVersions, close: Callable[[], None]
+    ) -> None:
+        self.store, self.jobs, self.versions, self.close = store, jobs, versions, close
 
 
 def _sqlite(tmp_path: Path) -> Backend:
     db = SqliteDatabase(tmp_path / "db.sqlite3")
-    return Backend(SqliteStore(db), SqliteJobStore(db), db.close)
+    return Backend(SqliteStore(db, CONFIG), SqliteJobStore(db, CONFIG), SqliteIndexVersions(db), db.close)
 
 
 BACKENDS = {"sqlite": _sqlite}
@@ -43,11 +60,18 @@ def _chunk(ordinal: int, text: str) -> NewChunk:
     return NewChunk(ordinal, text, None, None, len(text.split()), f"hash-{text}", vector.tobytes())
 
 
+def _write(b: Backend, staged: StagedItem, title: str, content_hash: str, chunks: list[NewChunk]) -> ChunkChanges:
+    """Write a document whose collection has only version 1 (index id = collection id)."""
+    parsed = ParsedDocument((TextBlock(" ".join(c.text for c in chunks)),))
+    write = DocumentWrite(title, content_hash, parsed, {staged.collection_id: chunks})
+    return b.store.write_document(staged, write)[staged.collection_id]
+
+
 def _ingest(b: Backend, texts: list[str], external_id: str | None = None, metadata: dict | None = None) -> str:
     item = DocumentInput(collection="c", external_id=external_id, text=" ".join(texts), metadata=metadata or {})
     job = b.jobs.create_job([item], None, None)
     (staged,) = b.jobs.claim_items(10)
-    b.store.write_document(staged, "Title", "h", [_chunk(i, t) for i, t in enumerate(texts)])
+    _write(b, staged, "Title", "h", [_chunk(i, t) for i, t in enumerate(texts)])
     assert b.jobs.get_job(job.id).status is JobStatus.SUCCEEDED
     return job.document_ids[0]
 
@@ -97,7 +121,7 @@ def test_rewrite_keeps_unchanged_chunks_and_reports_changes(backend: Backend) ->
     before = {c.text: c.id for c in backend.store.get_chunks(doc_id)}
     job = backend.jobs.create_job([DocumentInput(collection="c", external_id="e", text="...")], None, None)
     (item,) = backend.jobs.claim_items(10)
-    changes = backend.store.write_document(item, "Title", "h2", [_chunk(0, "one"), _chunk(1, "four")])
+    changes = _write(backend, item, "Title", "h2", [_chunk(0, "one"), _chunk(1, "four")])
     assert backend.jobs.get_job(job.id).status is JobStatus.SUCCEEDED
     after = {c.text: c.id for c in backend.store.get_chunks(doc_id)}
     assert after["one"] == before["one"]
@@ -123,9 +147,9 @@ def test_keyword_search_filters_and_delete(backend: Backend) -> None:
     assert backend.store.keyword_search(cid, ["rocket"], 10, pets) == []
     with pytest.raises(InvalidRequestError):
         backend.store.chunk_ids(cid, SearchFilters((("bad key'", 1),)))
-    collection_id, removed = backend.store.delete_document(cats)
-    assert collection_id == cid
-    assert len(removed) == 1
+    removed = backend.store.delete_document(cats)
+    assert list(removed) == [cid]
+    assert len(removed[cid]) == 1
     assert backend.store.keyword_search(cid, analyze("cats"), 10, SearchFilters()) == []
     with pytest.raises(NotFoundError):
         backend.store.delete_document(cats)
@@ -156,8 +180,78 @@ def test_keyword_scores_of_a_collection_ignore_other_collections(backend: Backen
         item = DocumentInput(collection="other", text=f"apple {i}")
         backend.jobs.create_job([item], None, None)
         (staged,) = backend.jobs.claim_items(10)
-        backend.store.write_document(staged, "Other", f"h{i}", [_chunk(0, f"apple pie number {i}")])
+        _write(backend, staged, "Other", f"h{i}", [_chunk(0, f"apple pie number {i}")])
     after = backend.store.keyword_search(cid, analyze("apple"), 10, SearchFilters())
     assert after == before
     other = backend.store.get_collection("other").id
     assert len(backend.store.keyword_search(other, analyze("apple"), 10, SearchFilters())) == 5
+
+
+def test_index_versions_are_written_searched_and_deleted_separately(backend: Backend) -> None:
+    doc = _ingest(backend, ["apple banana"], external_id="e")
+    cid = backend.store.get_collection("c").id
+    (v1,) = backend.versions.live_versions(cid)
+    assert (v1.index_id, v1.version, v1.config, v1.state) == (cid, 1, CONFIG, IndexState.READY)
+    v2 = backend.versions.create_version(cid, IndexConfig(64, 8, "test-model"), total=1)
+    assert (v2.version, v2.state, v2.total) == (2, IndexState.BUILDING, 1)
+    assert [v.version for v in backend.versions.live_versions(cid)] == [1, 2]
+
+    # A write that knows only version 1 is refused: version 2 would go stale.
+    backend.jobs.create_job([DocumentInput(collection="c", external_id="e", text="apple cherry")], None, None)
+    (item,) = backend.jobs.claim_items(10)
+    with pytest.raises(IndexVersionsChangedError):
+        _write(backend, item, "T", "h2", [_chunk(0, "apple cherry")])
+    parsed = ParsedDocument((TextBlock("apple cherry"),))
+    chunks = {cid: [_chunk(0, "apple cherry")], v2.index_id: [_chunk(0, "apple"), _chunk(1, "cherry")]}
+    changes = backend.store.write_document(item, DocumentWrite("T", "h2", parsed, chunks))
+    assert (len(changes[cid].added), len(changes[v2.index_id].added)) == (1, 2)
+    assert [c.text for c in backend.store.get_chunks(doc)] == ["apple cherry"]  # the active version's
+    assert len(backend.store.keyword_search(v2.index_id, analyze("cherry"), 10, SearchFilters())) == 1
+    assert len(backend.store.chunk_ids(v2.index_id, SearchFilters())) == 2
+
+    (source,) = backend.store.document_sources(cid, None, 10)
+    assert (source.document_id, source.content_hash, source.parsed) == (doc, "h2", parsed)
+    assert backend.store.ready_document_count(cid) == 1
+    stale = type(source)(source.document_id, source.title, "old-hash", source.parsed)
+    assert backend.store.write_version_chunks(v2.index_id, stale, [_chunk(0, "x")]) is None
+    rebuilt = backend.store.write_version_chunks(v2.index_id, source, [_chunk(0, "apple"), _chunk(1, "cherry")])
+    assert rebuilt is not None
+    assert (rebuilt.added, rebuilt.removed) == ((), ())  # identical chunks are kept
+
+    removed = backend.store.delete_document(doc)
+    assert (len(removed[cid]), len(removed[v2.index_id])) == (1, 2)
+    assert backend.store.chunk_ids(v2.index_id, SearchFilters()) == []
+
+
+def test_index_route_switches_atomically_and_guards_routed_versions(backend: Backend) -> None:
+    _ingest(backend, ["one"])
+    cid = backend.store.get_collection("c").id
+    v2 = backend.versions.create_version(cid, CONFIG, total=1)
+    backend.versions.update_version(v2.index_id, state=IndexState.READY, built=1)
+    route = backend.versions.index_route(cid)
+    assert (route.active.version, route.canary, route.previous) == (1, None, None)
+    backend.versions.set_route(cid, cid, v2.index_id, 0.25, None)
+    route = backend.versions.index_route(cid)
+    assert route.canary is not None
+    assert (route.canary.version, route.canary_share, route.canary.built) == (2, 0.25, 1)
+    with pytest.raises(ConflictError):
+        backend.versions.delete_version(v2.index_id)
+    backend.versions.set_route(cid, v2.index_id, None, 0.0, cid)
+    route = backend.versions.index_route(cid)
+    assert route.previous is not None
+    assert (route.active.version, route.canary, route.canary_share, route.previous.version) == (2, None, 0.0, 1)
+    backend.versions.set_route(cid, cid, None, 0.0, None)
+    backend.versions.update_version(v2.index_id, state=IndexState.FAILED, error="boom")
+    assert [v.version for v in backend.versions.live_versions(cid)] == [1]
+    assert backend.versions.list_versions(cid)[1].error == "boom"
+    backend.versions.delete_version(v2.index_id)
+    assert [v.version for v in backend.versions.list_versions(cid)] == [1]
+
+
+def test_golden_set_round_trip(backend: Backend) -> None:
+    cid = backend.store.ensure_collection("g").id
+    assert backend.versions.get_golden_set(cid) is None
+    golden = {"queries": {"q1": "what"}, "qrels": {"q1": {"d1": 1}}}
+    backend.versions.set_golden_set(cid, golden)
+    backend.versions.set_golden_set(cid, golden)
+    assert backend.versions.get_golden_set(cid) == golden

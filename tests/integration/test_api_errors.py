@@ -112,7 +112,11 @@ def test_health_ready_metrics_and_docs(client: TestClient) -> None:
     assert client.get("/health").json() == {"status": "ok"}
     ready = client.get("/ready")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "checks": {"database": True, "index": True, "model": True}}
+    assert ready.json() == {
+        "status": "ready",
+        "checks": {"database": True, "index": True, "model": True, "capacity": True},
+        "failed": [],
+    }
     client.post("/v1/search", json={"query": "warm up"})
     metrics = client.get("/metrics").text
     assert 'ragserve_http_request_duration_seconds_count{method="POST",route="/v1/search",status="200"}' in metrics
@@ -127,6 +131,10 @@ def test_ready_is_503_until_the_service_has_started(settings: Settings) -> None:
     client = TestClient(create_app(settings))
     response = client.get("/ready")
     assert response.status_code == 503
-    assert response.json() == {"status": "not_ready", "checks": {"database": False, "index": False, "model": False}}
+    assert response.json() == {
+        "status": "not_ready",
+        "checks": {"database": False, "index": False, "model": False, "capacity": True},
+        "failed": ["database", "index", "model"],
+    }
     assert client.get("/health").status_code == 200
     assert_error(client.post("/v1/search", json={"query": "x"}), 503, "service_unavailable")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from ragserve.domain import DocumentInput
+from ragserve.domain import DocumentInput, IndexConfig
 from ragserve.embedding.onnx import OnnxEmbedder
 from ragserve.ingest.chunking import chunk_document
 from ragserve.ingest.pipeline import parse_input
@@ -95,7 +95,7 @@ def test_kill_9_mid_ingestion_then_restart(tmp_path: Path, model_cache: Path, em
 
     # The saved vector index holds every chunk exactly once: catching it up finds nothing to add.
     store_db = SqliteDatabase(data_dir / "ragserve.sqlite3")
-    store = SqliteStore(store_db)
+    store = SqliteStore(store_db, IndexConfig(200, 40, embedder.model_id))
     index = HnswVectorIndex(data_dir / "index", embedder.dimension, VectorIndexSettings())
     (collection,) = store.list_collections()
     added, _ = index.catch_up(collection.id, store)

@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ragserve.embedding.onnx import OnnxEmbedder
-from ragserve.ingest.pipeline import embed_text
+from ragserve.ingest.chunk_plan import embed_text
 from tests.integration.helpers import ingest
 from tests.integration.llm_server import FaultProxy, llama_server
 from tests.integration.server import free_port, start_server

@@ -5,9 +5,10 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from ragserve.domain import SearchFilters
+from ragserve.domain import IndexConfig, SearchFilters
 from ragserve.stores.sqlite import SqliteStore
 from ragserve.stores.sqlite_db import SqliteDatabase, fts_table
+from ragserve.stores.sqlite_versions import SqliteIndexVersions
 
 
 def test_schema_1_keyword_index_is_migrated(tmp_path: Path) -> None:
@@ -30,10 +31,13 @@ def test_schema_1_keyword_index_is_migrated(tmp_path: Path) -> None:
     conn.close()
 
     db = SqliteDatabase(path)
-    store = SqliteStore(db)
+    store = SqliteStore(db, IndexConfig(200, 40, "m"))
     hits = store.keyword_search("0123456789abcdef0123456789abcdef", ["appl"], 10, SearchFilters())
     assert [cid for cid, _ in hits] == [7]
     tables = {r[0] for r in db.connection().execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert "chunks_fts" not in tables
     assert fts_table("0123456789abcdef0123456789abcdef") in tables
+    # Schema 3: the collection's chunks become its index version 1, with the store's configuration.
+    (v1,) = SqliteIndexVersions(db).live_versions("0123456789abcdef0123456789abcdef")
+    assert (v1.index_id, v1.version, v1.config) == ("0123456789abcdef0123456789abcdef", 1, IndexConfig(200, 40, "m"))
     db.close()

@@ -1,4 +1,5 @@
-"""The FastAPI application: ``create_app(settings)`` builds the service in the lifespan and mounts API v1."""
+"""The FastAPI application: ``create_app(settings)`` builds tracing and the service in the lifespan and mounts
+API v1."""
 
 from __future__ import annotations
 
@@ -6,30 +7,43 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from ragserve import __version__
 from ragserve.api.errors import install_error_handlers
-from ragserve.api.middleware import RequestContextMiddleware
-from ragserve.api.routes import answers, collections, documents, health, jobs, search, ui
+from ragserve.api.middleware import InFlightRequests, RequestContextMiddleware
+from ragserve.api.routes import answers, collections, documents, health, index_versions, jobs, search, ui
 from ragserve.api.routes import openai as openai_compatible
 from ragserve.embedding.protocol import Embedder
+from ragserve.observability.tracing import Tracing
 from ragserve.service import RagService
 from ragserve.settings import Settings
 
 
-def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
-    """The ASGI app; the service is built and closed in its lifespan. ``embedder`` lets tests share a model."""
+def create_app(
+    settings: Settings, embedder: Embedder | None = None, span_exporter: SpanExporter | None = None
+) -> FastAPI:
+    """The ASGI app; the tracer provider and the service are built and closed in its lifespan. ``embedder``
+    lets tests share a model; ``span_exporter`` receives every span as it ends (tests pass an in-memory one)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        owned = RagService.open(settings, embedder)
-        await owned.start()
-        app.state.service = owned
+        tracing = Tracing(settings.observability, span_exporter)
+        app.state.tracing = tracing
         try:
-            yield
+            # Activated here, the tracer is inherited by the tasks the service starts (ingestion workers).
+            with tracing.activate():
+                owned = RagService.open(settings, embedder)
+                await owned.start()
+                app.state.service = owned
+                try:
+                    yield
+                finally:
+                    app.state.service = None
+                    await owned.close()
         finally:
-            app.state.service = None
-            await owned.close()
+            app.state.tracing = None
+            tracing.shutdown()
 
     app = FastAPI(
         title="ragserve",
@@ -37,9 +51,12 @@ def create_app(settings: Settings, embedder: Embedder | None = None) -> FastAPI:
         description="Hybrid search and cited answers over your documents.",
         lifespan=lifespan,
     )
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.limits.max_request_bytes)
+    app.state.in_flight = InFlightRequests(settings.observability.max_in_flight)
+    app.add_middleware(
+        RequestContextMiddleware, max_body_bytes=settings.limits.max_request_bytes, in_flight=app.state.in_flight
+    )
     install_error_handlers(app)
-    for module in (documents, jobs, search, answers, collections, health, ui):
+    for module in (documents, jobs, search, answers, collections, index_versions, health, ui):
         app.include_router(module.router)
     app.include_router(openai_compatible.router)
     return app

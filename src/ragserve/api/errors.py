@@ -9,6 +9,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ragserve import errors
+from ragserve.api.middleware import route_template
+from ragserve.observability.metrics import HTTP_ERRORS
 
 _STATUS: dict[type[errors.RagserveError], int] = {
     errors.InvalidRequestError: 400,
@@ -40,6 +42,7 @@ def request_id_of(request: Request) -> str:
 
 
 def error_response(request: Request, status: int, code: str, message: str) -> JSONResponse:
+    HTTP_ERRORS.labels(route=route_template(request.scope), status=str(status), code=code).inc()
     body = {"error": {"code": code, "message": message, "request_id": request_id_of(request)}}
     return JSONResponse(body, status_code=status)
 

@@ -205,6 +205,7 @@ class SearchResponse(BaseModel):
     results: list[SearchResultPublic]
     mode: Literal["hybrid", "dense", "keyword"]
     degraded: bool = False
+    index_version: int | None = Field(default=None, description="the collection's index version that answered")
 
     @classmethod
     def of(cls, result: SearchResult) -> SearchResponse:
@@ -212,6 +213,7 @@ class SearchResponse(BaseModel):
             results=[SearchResultPublic.of(h) for h in result.hits],
             mode=result.mode,
             degraded=result.degraded,
+            index_version=result.index_version,
         )
 
 
@@ -278,5 +280,9 @@ class Health(BaseModel):
 
 
 class ReadyResponse(BaseModel):
+    """``checks``: database, index, model and capacity (requests in flight within the limit); ``failed``
+    names the checks that did not pass."""
+
     status: Literal["ready", "not_ready"]
     checks: dict[str, bool]
+    failed: list[str] = []

@@ -20,6 +20,7 @@ from tokenizers import Tokenizer
 from ragserve.embedding import onnx_export
 from ragserve.embedding.protocol import EmbedKind, Vectors
 from ragserve.errors import EmbeddingError
+from ragserve.observability.metrics import EMBEDDING_DIMENSIONS
 
 BUNDLED_MODEL_NAME = "all-MiniLM-L6-v2"
 
@@ -92,6 +93,7 @@ class OnnxEmbedder:
         self._tokenizer, self._counting_tokenizer = _load_tokenizers(model_dir / "tokenizer.json", max_seq_length)
         self._onnx_path = onnx_export.ensure_exported(model_dir, cache_dir)
         self._session = _load_session(self._onnx_path, threads, allow_spinning)
+        EMBEDDING_DIMENSIONS.labels(model=self._model_id).set(self._dimension)
 
     @property
     def onnx_path(self) -> Path:

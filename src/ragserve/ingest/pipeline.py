@@ -1,8 +1,10 @@
 """The ingestion pipeline: parse → chunk → embed (through the cache) → write, one transaction per document.
 
-A batch of staged documents is parsed and chunked one by one (a bad file fails alone), then every chunk
-whose text was never embedded is embedded in model-sized batches across the whole batch of documents, then
-each document is written in its own transaction and its chunk changes applied to the vector index.
+A batch of staged documents is parsed and chunked one by one (a bad file fails alone), once per live index
+version of its collection (usually one; two or three while a new version is built or canaried), then every
+chunk whose text was never embedded is embedded in model-sized batches across the whole batch, then each
+document is written in its own transaction, all versions at once, and the chunk changes are applied to the
+vector index.
 """
 
 from __future__ import annotations
@@ -14,14 +16,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ragserve.domain import ChunkDraft, DocumentInput, JobError, NewChunk, ParsedDocument
+from ragserve.domain import DocumentInput, IndexConfig, JobError, ParsedDocument
 from ragserve.embedding.protocol import Embedder
-from ragserve.errors import NotFoundError, RagserveError
-from ragserve.ingest.chunking import chunk_document
+from ragserve.errors import IndexVersionsChangedError, NotFoundError, RagserveError
+from ragserve.ingest.chunk_plan import CachedEmbeddings, PlannedChunk, new_chunks, plan_chunks
 from ragserve.ingest.loaders import file_extension, load_file, parse_text
-from ragserve.observability.metrics import EMBEDDING_CACHE, INGEST_CHUNKS, INGEST_DOCUMENTS, timed
-from ragserve.settings import ChunkingSettings
-from ragserve.stores.protocol import DocumentStore, EmbeddingCache, JobStore, StagedItem, VectorIndex
+from ragserve.observability.metrics import INGEST_CHUNKS, INGEST_DOCUMENTS, timed
+from ragserve.stores.protocol import (
+    ChunkChanges,
+    DocumentStore,
+    DocumentWrite,
+    EmbeddingCache,
+    IndexVersionStore,
+    JobStore,
+    StagedItem,
+    VectorIndex,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +41,8 @@ class _Prepared:
     item: StagedItem
     title: str | None
     content_hash: str
-    drafts: list[ChunkDraft]
-    hashes: list[str]
+    parsed: ParsedDocument
+    chunks: dict[str, list[PlannedChunk]]  # index id → planned chunks
 
 
 def parse_input(item: DocumentInput) -> ParsedDocument:
@@ -51,9 +61,12 @@ def input_hash(item: DocumentInput) -> str:
     return digest.hexdigest()
 
 
-def embed_text(title: str | None, section: str | None, text: str) -> str:
-    """What the model sees for a chunk: the document title and section heading give it context."""
-    return "\n".join(part for part in (title, section, text) if part)
+def apply_changes(index: VectorIndex, index_id: str, changes: ChunkChanges) -> None:
+    """Bring one version's vector graph in line with a chunk write."""
+    index.delete(index_id, changes.removed)
+    if changes.added:
+        matrix = np.stack([np.frombuffer(v, dtype="<f4") for v in changes.added_vectors])
+        index.upsert(index_id, changes.added, matrix)
 
 
 class IngestPipeline:
@@ -63,26 +76,27 @@ class IngestPipeline:
         self,
         jobs: JobStore,
         documents: DocumentStore,
+        versions: IndexVersionStore,
         cache: EmbeddingCache,
         index: VectorIndex,
         embedder: Embedder,
-        chunking: ChunkingSettings,
     ) -> None:
         self._jobs = jobs
         self._documents = documents
-        self._cache = cache
+        self._versions = versions
         self._index = index
         self._embedder = embedder
-        self._chunking = chunking
+        self._embeddings = CachedEmbeddings(cache, embedder)
 
     def process(self, items: Sequence[StagedItem]) -> None:
         for job_id in {item.job_id for item in items}:
             self._jobs.set_stage(job_id, "parsing")
-        prepared = [p for p in (self._prepare(item) for item in items) if p is not None]
+        configs: dict[str, dict[str, IndexConfig]] = {}
+        prepared = [p for p in (self._prepare(item, configs) for item in items) if p is not None]
         for job_id in {p.item.job_id for p in prepared}:
             self._jobs.set_stage(job_id, "embedding")
         try:
-            vectors = self._vectors([h for p in prepared for h in p.hashes], prepared)
+            vectors = self._embeddings.vectors(c for p in prepared for planned in p.chunks.values() for c in planned)
         except RagserveError as exc:
             for p in prepared:
                 self._fail(p.item, exc.code, exc.message)
@@ -92,17 +106,17 @@ class IngestPipeline:
         for p in prepared:
             self._write(p, vectors)
 
-    def _prepare(self, item: StagedItem) -> _Prepared | None:
+    def _live_configs(self, collection_id: str, cache: dict[str, dict[str, IndexConfig]]) -> dict[str, IndexConfig]:
+        if collection_id not in cache:
+            cache[collection_id] = {v.index_id: v.config for v in self._versions.live_versions(collection_id)}
+        return cache[collection_id]
+
+    def _prepare(self, item: StagedItem, configs: dict[str, dict[str, IndexConfig]]) -> _Prepared | None:
         try:
             with timed("parse"):
                 parsed = parse_input(item.input)
-            with timed("chunk"):
-                drafts = chunk_document(
-                    parsed,
-                    self._embedder.count_tokens,
-                    max_tokens=self._chunking.max_tokens,
-                    overlap_tokens=self._chunking.overlap_tokens,
-                )
+            title = item.input.title or parsed.title or item.input.filename
+            chunks = self._plan(parsed, title, self._live_configs(item.collection_id, configs))
         except RagserveError as exc:
             self._fail(item, exc.code, exc.message)
             return None
@@ -110,55 +124,37 @@ class IngestPipeline:
             logger.exception("unexpected error parsing document %s", item.document_id)
             self._fail(item, "parse_error", f"could not parse the document: {type(exc).__name__}")
             return None
-        if not drafts:
+        if not chunks or not any(chunks.values()):
             self._fail(item, "empty_document", "the document contains no text")
             return None
-        title = item.input.title or parsed.title or item.input.filename
-        hashes = [
-            hashlib.sha256(embed_text(title, " > ".join(d.section_path) or None, d.text).encode()).hexdigest()
-            for d in drafts
-        ]
-        return _Prepared(item, title, input_hash(item.input), drafts, hashes)
+        return _Prepared(item, title, input_hash(item.input), parsed, chunks)
 
-    def _vectors(self, hashes: list[str], prepared: list[_Prepared]) -> dict[str, bytes]:
-        model = self._embedder.model_id
-        keys = sorted({f"{model}:{h}" for h in hashes})
-        found = self._cache.get_vectors(keys)
-        EMBEDDING_CACHE.labels(result="hit").inc(len(found))
-        texts: dict[str, str] = {}
-        for p in prepared:
-            for draft, h in zip(p.drafts, p.hashes, strict=True):
-                key = f"{model}:{h}"
-                if key not in found and key not in texts:
-                    texts[key] = embed_text(p.title, " > ".join(draft.section_path) or None, draft.text)
-        EMBEDDING_CACHE.labels(result="miss").inc(len(texts))
-        if texts:
-            with timed("embed"):
-                matrix = self._embedder.embed(list(texts.values()), kind="document")
-            fresh = [
-                (key, np.ascontiguousarray(row, dtype="<f4").tobytes()) for key, row in zip(texts, matrix, strict=True)
-            ]
-            self._cache.put_vectors(fresh)
-            found.update(fresh)
-        return found
+    def _plan(
+        self, parsed: ParsedDocument, title: str | None, configs: dict[str, IndexConfig]
+    ) -> dict[str, list[PlannedChunk]]:
+        """Chunks per index id; versions with the same configuration share one chunking."""
+        by_config: dict[IndexConfig, list[PlannedChunk]] = {}
+        for config in configs.values():
+            if config not in by_config:
+                by_config[config] = plan_chunks(parsed, title, config, self._embedder)
+        return {index_id: by_config[config] for index_id, config in configs.items()}
 
     def _write(self, p: _Prepared, vectors: dict[str, bytes]) -> None:
-        model = self._embedder.model_id
-        chunks = [
-            NewChunk(
-                ordinal=draft.ordinal,
-                text=draft.text,
-                section=" > ".join(draft.section_path) or None,
-                page=draft.page,
-                token_count=draft.token_count,
-                content_hash=h,
-                vector=vectors[f"{model}:{h}"],
-            )
-            for draft, h in zip(p.drafts, p.hashes, strict=True)
-        ]
+        write = DocumentWrite(
+            p.title, p.content_hash, p.parsed, {i: new_chunks(planned, vectors) for i, planned in p.chunks.items()}
+        )
         try:
             with timed("index"):
-                changes = self._documents.write_document(p.item, p.title, p.content_hash, chunks)
+                try:
+                    changes = self._documents.write_document(p.item, write)
+                except IndexVersionsChangedError:
+                    # A version was created or dropped since this batch was chunked: chunk for the current set.
+                    chunks = self._plan(p.parsed, p.title, self._live_configs(p.item.collection_id, {}))
+                    more = self._embeddings.vectors(c for planned in chunks.values() for c in planned)
+                    write = DocumentWrite(
+                        p.title, p.content_hash, p.parsed, {i: new_chunks(c, more) for i, c in chunks.items()}
+                    )
+                    changes = self._documents.write_document(p.item, write)
         except NotFoundError:
             INGEST_DOCUMENTS.labels(outcome="deleted").inc()
             self._jobs.fail_item(
@@ -171,12 +167,10 @@ class IngestPipeline:
                 ),
             )
             return
-        self._index.delete(p.item.collection_id, changes.removed)
-        if changes.added:
-            matrix = np.stack([np.frombuffer(v, dtype="<f4") for v in changes.added_vectors])
-            self._index.upsert(p.item.collection_id, changes.added, matrix)
+        for index_id, change in changes.items():
+            apply_changes(self._index, index_id, change)
         INGEST_DOCUMENTS.labels(outcome="succeeded").inc()
-        INGEST_CHUNKS.inc(len(changes.added))
+        INGEST_CHUNKS.inc(sum(len(c.added) for c in changes.values()))
 
     def _fail(self, item: StagedItem, code: str, message: str) -> None:
         INGEST_DOCUMENTS.labels(outcome="failed").inc()

@@ -8,13 +8,24 @@ from contextlib import contextmanager
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from ragserve.observability.tracing import start_span
+
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Ingestion waits in a queue: its lags run from seconds to hours.
+_QUEUE_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)
+_UNIT_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 
 HTTP_REQUEST_DURATION = Histogram(
     "ragserve_http_request_duration_seconds",
     "HTTP request latency by route template, method and status code.",
     ["route", "method", "status"],
     buckets=_LATENCY_BUCKETS,
+)
+HTTP_IN_FLIGHT = Gauge("ragserve_http_requests_in_flight", "HTTP requests being served now.")
+HTTP_ERRORS = Counter(
+    "ragserve_http_errors_total",
+    "Error responses by route template, status code and error code (the body's error.code).",
+    ["route", "status", "code"],
 )
 STAGE_DURATION = Histogram(
     "ragserve_stage_duration_seconds",
@@ -32,6 +43,11 @@ RETRIEVAL_DEGRADED = Counter(
     "Hybrid searches answered by one half because the other failed or timed out.",
     ["failed"],
 )
+INDEX_QUERIES = Counter(
+    "ragserve_index_queries_total",
+    "Searches answered per collection and index version (a canary's share shows here).",
+    ["collection", "version"],
+)
 JOBS_PENDING = Gauge("ragserve_jobs_pending_documents", "Documents waiting or being ingested.")
 ANSWERS = Counter(
     "ragserve_answers_total",
@@ -42,12 +58,41 @@ ANSWERS = Counter(
 
 @contextmanager
 def timed(stage: str) -> Iterator[None]:
-    """Observe the duration of the block in ``ragserve_stage_duration_seconds{stage=...}``."""
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        STAGE_DURATION.labels(stage=stage).observe(time.perf_counter() - start)
+    """Observe the duration of the block in ``ragserve_stage_duration_seconds{stage=...}`` and trace it as
+    the span ``ragserve.<stage>``, a child of the current span."""
+    with start_span(f"ragserve.{stage}"):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            STAGE_DURATION.labels(stage=stage).observe(time.perf_counter() - start)
+
+
+# --- retrieval, embedding, jobs ----------------------------------------------------------------------------
+RETRIEVAL_TOP_SIMILARITY = Histogram(
+    "ragserve_retrieval_top_similarity_score",
+    "Cosine similarity of the best dense hit of each search with a dense half; a falling median is drift.",
+    buckets=_UNIT_BUCKETS,
+)
+RETRIEVAL_QUERY_LENGTH = Histogram(
+    "ragserve_retrieval_query_length_tokens",
+    "Model tokens of each search query (special tokens excluded).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)
+EMBEDDING_DIMENSIONS = Gauge(
+    "ragserve_embedding_dimensions", "Vector length of the loaded embedding model, by model.", ["model"]
+)
+JOB_DURATION = Histogram(
+    "ragserve_job_duration_seconds",
+    "Time from an ingestion job's creation to its last document finished, by final status.",
+    ["status"],
+    buckets=_QUEUE_BUCKETS,
+)
+INGEST_LAG = Histogram(
+    "ragserve_ingest_lag_seconds",
+    "Time from a document's submission to it being searchable (written and indexed).",
+    buckets=_QUEUE_BUCKETS,
+)
 
 
 # --- LLM gateway -------------------------------------------------------------------------------------------
@@ -79,4 +124,10 @@ ANSWER_FIRST_TOKEN = Histogram(
     "Time from the start of a streamed answer to its first piece of text, by generator.",
     ["generator"],
     buckets=_LATENCY_BUCKETS,
+)
+ANSWER_GROUNDEDNESS = Histogram(
+    "ragserve_answer_groundedness_score",
+    "Groundedness of sampled answers in their cited passages, 0 to 1, by judge: llm or lexical.",
+    ["judge"],
+    buckets=_UNIT_BUCKETS,
 )

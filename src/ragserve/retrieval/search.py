@@ -2,26 +2,41 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import random
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ragserve.domain import SearchFilters, SearchMode, SearchResult
+from ragserve.domain import IndexRoute, IndexVersion, SearchFilters, SearchMode, SearchResult
 from ragserve.embedding.protocol import Embedder
 from ragserve.errors import EmptyQueryError, NotFoundError, PayloadTooLargeError, ServiceUnavailableError
-from ragserve.observability.metrics import RETRIEVAL_DEGRADED, timed
+from ragserve.observability.metrics import (
+    INDEX_QUERIES,
+    RETRIEVAL_DEGRADED,
+    RETRIEVAL_QUERY_LENGTH,
+    RETRIEVAL_TOP_SIMILARITY,
+    timed,
+)
 from ragserve.retrieval.fusion import Scored, rrf_fusion, zscore_fusion
 from ragserve.settings import RetrievalOverrides, RetrievalSettings
 from ragserve.stores.analyzer import analyze
-from ragserve.stores.protocol import ChunkStore, CollectionSettingsStore, DocumentStore, KeywordIndex, VectorIndex
+from ragserve.stores.protocol import (
+    ChunkStore,
+    CollectionSettingsStore,
+    DocumentStore,
+    IndexVersionStore,
+    KeywordIndex,
+    VectorIndex,
+)
 
 logger = logging.getLogger(__name__)
 
 
 class SearchStore(DocumentStore, ChunkStore, KeywordIndex, CollectionSettingsStore, Protocol):
-    """What search needs of the store (the embedded store is all three)."""
+    """What search needs of the store."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,18 +67,27 @@ def validate_query(text: str, max_chars: int) -> str:
     return stripped
 
 
+def choose_version(route: IndexRoute, draw: float | None = None) -> IndexVersion:
+    """The canary for a ``canary_share`` of queries (by a uniform ``draw`` in [0, 1)), else the active one."""
+    if route.canary is None or route.canary_share <= 0:
+        return route.active
+    return route.canary if (random.random() if draw is None else draw) < route.canary_share else route.active
+
+
 class Retriever:
     """Hybrid retrieval over one collection. Synchronous and CPU-bound: call it from a worker thread."""
 
     def __init__(
         self,
         store: SearchStore,
+        versions: IndexVersionStore,
         index: VectorIndex,
         embedder: Embedder,
         settings: RetrievalSettings,
         default_collection: str,
     ) -> None:
         self._store = store
+        self._versions = versions
         self._index = index
         self._embedder = embedder
         self._settings = settings
@@ -86,14 +110,20 @@ class Retriever:
             if query.collection is not None and query.collection != self._default_collection:
                 raise
             return SearchResult(hits=(), mode=query.mode or self._settings.default_mode)
+        # The route is read once: both halves and the hits of this query come from one index version.
+        version = choose_version(self._versions.index_route(collection_id))
+        INDEX_QUERIES.labels(collection=name, version=str(version.version)).inc()
         mode: SearchMode = query.mode or self.settings_for(collection_id).default_mode
-        ranking = self.rank(collection_id, query.text, query.k + query.offset, query.filters, mode)
+        RETRIEVAL_QUERY_LENGTH.observe(self._embedder.count_tokens([query.text])[0])
+        ranking = self.rank(collection_id, version.index_id, query.text, query.k + query.offset, query.filters, mode)
         with timed("load"):
             hits = self._store.hits(ranking.scored[query.offset : query.offset + query.k])
-        return SearchResult(hits=tuple(hits), mode=mode, degraded=ranking.degraded)
+        return SearchResult(hits=tuple(hits), mode=mode, degraded=ranking.degraded, index_version=version.version)
 
-    def rank(self, collection_id: str, text: str, n: int, filters: SearchFilters, mode: SearchMode) -> Ranking:
-        """The best ``n`` (chunk_id, score) pairs of the collection for ``text``.
+    def rank(
+        self, collection_id: str, index_id: str, text: str, n: int, filters: SearchFilters, mode: SearchMode
+    ) -> Ranking:
+        """The best ``n`` (chunk_id, score) pairs of one index version of the collection for ``text``.
 
         In hybrid mode the keyword half runs in a second thread while this one embeds the query. If one half
         fails or exceeds ``half_timeout_seconds``, the other half's ranking is returned with ``degraded``
@@ -101,11 +131,16 @@ class Retriever:
         settings = self.settings_for(collection_id)
         candidates = max(settings.candidates, n)
         if mode == "keyword":
-            return Ranking(self._keyword(collection_id, text, candidates, filters)[:n])
+            return Ranking(self._keyword(index_id, text, candidates, filters)[:n])
         if mode == "dense":
-            return Ranking(self._dense(collection_id, text, candidates, filters)[:n])
-        keyword_future = self._pool.submit(self._keyword, collection_id, text, candidates, filters)
-        dense_future = self._pool.submit(self._dense, collection_id, text, candidates, filters)
+            return Ranking(self._dense(index_id, text, candidates, filters)[:n])
+        # Each half runs in a copy of this context, so that its spans are children of this query's span.
+        keyword_future = self._pool.submit(
+            contextvars.copy_context().run, self._keyword, index_id, text, candidates, filters
+        )
+        dense_future = self._pool.submit(
+            contextvars.copy_context().run, self._dense, index_id, text, candidates, filters
+        )
         keyword = self._outcome(keyword_future, "keyword")
         dense = self._outcome(dense_future, "dense")
         if keyword is None and dense is None:
@@ -131,16 +166,19 @@ class Retriever:
         RETRIEVAL_DEGRADED.labels(failed=half).inc()
         return None
 
-    def _keyword(self, collection_id: str, text: str, k: int, filters: SearchFilters) -> Scored:
+    def _keyword(self, index_id: str, text: str, k: int, filters: SearchFilters) -> Scored:
         with timed("keyword"):
-            return self._store.keyword_search(collection_id, analyze(text), k, filters)
+            return self._store.keyword_search(index_id, analyze(text), k, filters)
 
-    def _dense(self, collection_id: str, text: str, k: int, filters: SearchFilters) -> Scored:
+    def _dense(self, index_id: str, text: str, k: int, filters: SearchFilters) -> Scored:
         with timed("embed"):
             vector = self._embedder.embed([text], kind="query")[0]
         with timed("dense"):
-            allowed = self._store.chunk_ids(collection_id, filters) if filters else None
-            return self._index.search(collection_id, vector, k, allowed)
+            allowed = self._store.chunk_ids(index_id, filters) if filters else None
+            scored = self._index.search(index_id, vector, k, allowed)
+        if scored:
+            RETRIEVAL_TOP_SIMILARITY.observe(scored[0][1])
+        return scored
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -97,6 +97,16 @@ class HnswVectorIndex:
                     graph.live.discard(chunk_id)
                     graph.dirty = True
 
+    def drop(self, collection_id: str) -> None:
+        with self._graphs_lock:
+            graph = self._graphs.pop(collection_id, None)
+            path = self._dir / f"{collection_id}.hnsw"
+            if graph is not None:
+                with graph.lock:
+                    path.unlink(missing_ok=True)
+            else:
+                path.unlink(missing_ok=True)
+
     def ids(self, collection_id: str) -> set[int]:
         graph = self._graph(collection_id)
         with graph.lock:

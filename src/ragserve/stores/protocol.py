@@ -7,9 +7,9 @@ Every method is synchronous: services call them from worker threads.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -20,9 +20,15 @@ from ragserve.domain import (
     CollectionSummary,
     Document,
     DocumentInput,
+    DocumentSource,
+    IndexConfig,
+    IndexRoute,
+    IndexState,
+    IndexVersion,
     Job,
     JobError,
     NewChunk,
+    ParsedDocument,
     SearchFilters,
     SearchHit,
 )
@@ -51,6 +57,17 @@ class StagedItem:
     input: DocumentInput
 
 
+@dataclass(frozen=True, slots=True)
+class DocumentWrite:
+    """What ingestion writes for one document: its chunks for each live index version of its collection
+    (index id → chunks, in document order) and its parsed form, kept for index versions built later."""
+
+    title: str | None
+    content_hash: str
+    parsed: ParsedDocument
+    chunks: Mapping[str, Sequence[NewChunk]]
+
+
 class DocumentStore(Protocol):
     """Collections, documents and their chunks."""
 
@@ -76,16 +93,16 @@ class DocumentStore(Protocol):
         """A page of documents (newest first) and the total count."""
         ...
 
-    def delete_document(self, document_id: str) -> tuple[str, list[int]]:
-        """Delete a document and its chunks; returns its collection id and the removed chunk ids.
+    def delete_document(self, document_id: str) -> dict[str, list[int]]:
+        """Delete a document and its chunks in every index version; returns the removed chunk ids by index id.
         Raises ``NotFoundError``."""
         ...
 
-    def write_document(
-        self, item: StagedItem, title: str | None, content_hash: str, chunks: Sequence[NewChunk]
-    ) -> ChunkChanges:
-        """In one transaction: replace the document's chunks (keeping unchanged ones), mark it ready and the
-        job item done. Raises ``NotFoundError`` when the document was deleted meanwhile."""
+    def write_document(self, item: StagedItem, write: DocumentWrite) -> dict[str, ChunkChanges]:
+        """In one transaction: replace the document's chunks in every live index version (keeping unchanged
+        ones), keep its parsed form, mark it ready and the job item done. Returns the changes by index id.
+        Raises ``NotFoundError`` when the document was deleted meanwhile, ``IndexVersionsChangedError`` when
+        ``write.chunks`` does not name exactly the collection's live index versions."""
         ...
 
 
@@ -96,6 +113,61 @@ class CollectionSettingsStore(Protocol):
 
     def set_retrieval_overrides(self, name: str, overrides: dict[str, object]) -> None:
         """Raises ``NotFoundError`` for an unknown collection."""
+        ...
+
+
+class IndexVersionStore(Protocol):
+    """A collection's index versions and where its queries go. Version 1 is created with the collection."""
+
+    def list_versions(self, collection_id: str) -> list[IndexVersion]: ...
+
+    def live_versions(self, collection_id: str) -> list[IndexVersion]:
+        """The versions ingestion keeps current: those building or ready."""
+        ...
+
+    def create_version(self, collection_id: str, config: IndexConfig, total: int) -> IndexVersion:
+        """A new version in state ``building``, live from now on, with its empty keyword table."""
+        ...
+
+    def update_version(
+        self, index_id: str, *, state: IndexState | None = None, built: int | None = None, error: str | None = None
+    ) -> None: ...
+
+    def index_route(self, collection_id: str) -> IndexRoute:
+        """Read in one statement, so a query never sees half of a route change."""
+        ...
+
+    def set_route(
+        self, collection_id: str, active: str, canary: str | None, canary_share: float, previous: str | None
+    ) -> None:
+        """Switch the route in one statement (atomic for every later ``index_route``)."""
+        ...
+
+    def delete_version(self, index_id: str) -> list[int]:
+        """Drop a version that is not routed to, with its chunks; returns the removed chunk ids."""
+        ...
+
+    def get_golden_set(self, collection_id: str) -> dict[str, Any] | None:
+        """The queries and graded judgements a promotion is evaluated on, if the collection has them."""
+        ...
+
+    def set_golden_set(self, collection_id: str, golden: dict[str, object]) -> None: ...
+
+
+class RebuildSource(Protocol):
+    """What building a new index version reads and writes."""
+
+    def ready_document_count(self, collection_id: str) -> int: ...
+
+    def document_sources(self, collection_id: str, after: str | None, limit: int) -> list[DocumentSource]:
+        """Up to ``limit`` ready documents of the collection with ids after ``after``, by id."""
+        ...
+
+    def write_version_chunks(
+        self, index_id: str, source: DocumentSource, chunks: Sequence[NewChunk]
+    ) -> ChunkChanges | None:
+        """Replace the document's chunks in one index version, unless it changed or went away since
+        ``source`` was read (then None: the ingestion that changed it wrote that version too)."""
         ...
 
 
@@ -110,6 +182,10 @@ class ChunkStore(Protocol):
 
     def chunk_ids(self, collection_id: str, filters: SearchFilters) -> list[int]:
         """Ids of the collection's chunks whose document metadata satisfies ``filters``."""
+        ...
+
+    def external_ids_of(self, chunk_ids: Sequence[int]) -> list[str]:
+        """Documents' external ids (or ids) in order of their first chunk in ``chunk_ids`` (max-passage)."""
         ...
 
     def chunk_vectors(self, ids: Sequence[int]) -> Vectors:
@@ -172,6 +248,10 @@ class VectorIndex(Protocol):
     def upsert(self, collection_id: str, ids: Sequence[int], vectors: Vectors) -> None: ...
 
     def delete(self, collection_id: str, ids: Sequence[int]) -> None: ...
+
+    def drop(self, collection_id: str) -> None:
+        """Forget a whole graph (an index version that was deleted)."""
+        ...
 
     def search(
         self, collection_id: str, query: Vectors, k: int, allowed_ids: Sequence[int] | None = None

@@ -19,16 +19,26 @@ from ragserve.domain import (
     Collection,
     CollectionSummary,
     Document,
+    DocumentSource,
     DocumentStatus,
+    IndexConfig,
     Metadata,
     NewChunk,
     SearchFilters,
     SearchHit,
 )
-from ragserve.errors import InvalidRequestError, NotFoundError
+from ragserve.errors import IndexVersionsChangedError, InvalidRequestError, NotFoundError
 from ragserve.stores.analyzer import analyze_to_string
-from ragserve.stores.protocol import ChunkChanges, StagedItem, Vectors
-from ragserve.stores.sqlite_db import SqliteDatabase, create_collection, fts_table, parse_time, utc_now
+from ragserve.stores.codec import config_to_json, decode_parsed, encode_parsed
+from ragserve.stores.protocol import ChunkChanges, DocumentWrite, StagedItem, Vectors
+from ragserve.stores.sqlite_db import (
+    SqliteDatabase,
+    backfill_index_versions,
+    create_collection,
+    fts_table,
+    parse_time,
+    utc_now,
+)
 
 _METADATA_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 _SQL_VARIABLES_PER_QUERY = 900
@@ -77,12 +87,24 @@ def _batches(ids: Sequence[int]) -> list[Sequence[int]]:
     return [ids[i : i + step] for i in range(0, len(ids), step)]
 
 
-class SqliteStore:
-    """Implements ``DocumentStore``, ``ChunkStore``, ``KeywordIndex`` and ``EmbeddingCache``."""
+def live_index_ids(conn: sqlite3.Connection, collection_id: str) -> set[str]:
+    rows = conn.execute(
+        "SELECT index_id FROM index_versions WHERE collection_id = ? AND state IN ('building', 'ready')",
+        (collection_id,),
+    )
+    return {str(r[0]) for r in rows}
 
-    def __init__(self, db: SqliteDatabase, title_weight: float = 1.0) -> None:
+
+class SqliteStore:
+    """Implements ``DocumentStore``, ``ChunkStore``, ``KeywordIndex``, ``EmbeddingCache`` and
+    ``RebuildSource``. New collections get index version 1 configured by ``index_config``."""
+
+    def __init__(self, db: SqliteDatabase, index_config: IndexConfig, title_weight: float = 1.0) -> None:
         self._db = db
         self._title_weight = title_weight
+        self._config_json = config_to_json(index_config)
+        with db.write() as conn:
+            backfill_index_versions(conn, self._config_json)
 
     # --- collections -----------------------------------------------------------------------------------
 
@@ -91,7 +113,7 @@ class SqliteStore:
         row = conn.execute("SELECT id, name, created_at FROM collections WHERE name = ?", (name,)).fetchone()
         if row is None:
             with self._db.write() as wconn:
-                create_collection(wconn, name)
+                create_collection(wconn, name, self._config_json)
             row = conn.execute("SELECT id, name, created_at FROM collections WHERE name = ?", (name,)).fetchone()
         return Collection(id=row[0], name=row[1], created_at=parse_time(row[2]))
 
@@ -171,42 +193,46 @@ class SqliteStore:
         ).fetchall()
         return [_document(r) for r in rows], int(total)
 
-    def delete_document(self, document_id: str) -> tuple[str, list[int]]:
+    def delete_document(self, document_id: str) -> dict[str, list[int]]:
         with self._db.write() as conn:
-            row = conn.execute("SELECT collection_id FROM documents WHERE id = ?", (document_id,)).fetchone()
-            if row is None:
+            if conn.execute("SELECT 1 FROM documents WHERE id = ?", (document_id,)).fetchone() is None:
                 raise NotFoundError(f"document {document_id!r} not found")
-            ids = [r[0] for r in conn.execute("SELECT id FROM chunks WHERE document_id = ?", (document_id,))]
-            self._delete_chunks(conn, str(row[0]), ids)
+            removed: dict[str, list[int]] = {}
+            for index_id, cid in conn.execute(
+                "SELECT collection_id, id FROM chunks WHERE document_id = ?", (document_id,)
+            ).fetchall():
+                removed.setdefault(str(index_id), []).append(int(cid))
+            for index_id, ids in removed.items():
+                delete_index_chunks(conn, index_id, ids)
             conn.execute("DELETE FROM documents WHERE id = ?", (document_id,))
-        return str(row[0]), ids
+        return removed
 
-    def write_document(
-        self, item: StagedItem, title: str | None, content_hash: str, chunks: Sequence[NewChunk]
-    ) -> ChunkChanges:
+    def write_document(self, item: StagedItem, write: DocumentWrite) -> dict[str, ChunkChanges]:
         source = item.input.filename or item.input.external_id
         with self._db.write() as conn:
             if conn.execute("SELECT 1 FROM documents WHERE id = ?", (item.document_id,)).fetchone() is None:
                 raise NotFoundError(f"document {item.document_id!r} was deleted before it was ingested")
-            reusable: dict[tuple[str, int | None], list[int]] = {}
-            for cid, chash, page in conn.execute(
-                "SELECT id, content_hash, page FROM chunks WHERE document_id = ? ORDER BY id",
-                (item.document_id,),
-            ):
-                reusable.setdefault((chash, page), []).append(cid)
-            added = [(self._put_chunk(conn, item, title, chunk, reusable), chunk.vector) for chunk in chunks]
-            removed = [cid for ids in reusable.values() for cid in ids]
-            self._delete_chunks(conn, item.collection_id, removed)
+            live = live_index_ids(conn, item.collection_id)
+            if live != set(write.chunks):
+                raise IndexVersionsChangedError(f"collection {item.collection_id} now has other index versions")
+            changes = {
+                index_id: _replace_chunks(conn, index_id, item.document_id, write.title, chunks)
+                for index_id, chunks in write.chunks.items()
+            }
+            active = conn.execute(
+                "SELECT active_index FROM collections WHERE id = ?", (item.collection_id,)
+            ).fetchone()[0]
             conn.execute(
                 "UPDATE documents SET title = ?, source = ?, metadata = ?, status = ?, content_hash = ?, "
-                "chunk_count = ?, updated_at = ? WHERE id = ?",
+                "chunk_count = ?, parsed = ?, updated_at = ? WHERE id = ?",
                 (
-                    title,
+                    write.title,
                     source,
                     json.dumps(item.input.metadata),
                     DocumentStatus.READY.value,
-                    content_hash,
-                    len(chunks),
+                    write.content_hash,
+                    len(write.chunks.get(str(active), ())),
+                    encode_parsed(write.parsed),
                     utc_now(),
                     item.document_id,
                 ),
@@ -216,62 +242,55 @@ class SqliteStore:
                 (item.job_id, item.seq),
             )
             conn.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", (utc_now(), item.job_id))
-        fresh = [(cid, vector) for cid, vector in added if cid is not None]
-        return ChunkChanges(
-            added=tuple(cid for cid, _ in fresh),
-            added_vectors=tuple(vector for _, vector in fresh),
-            removed=tuple(removed),
-        )
+        return changes
 
-    def _put_chunk(
-        self,
-        conn: sqlite3.Connection,
-        item: StagedItem,
-        title: str | None,
-        chunk: NewChunk,
-        reusable: dict[tuple[str, int | None], list[int]],
-    ) -> int | None:
-        """Insert a chunk, or keep an identical existing one (returns None then: nothing to index)."""
-        same = reusable.get((chunk.content_hash, chunk.page))
-        if same:
-            conn.execute("UPDATE chunks SET ordinal = ? WHERE id = ?", (chunk.ordinal, same.pop(0)))
-            return None
-        cursor = conn.execute(
-            "INSERT INTO chunks(document_id, collection_id, ordinal, text, section, page, token_count, "
-            "content_hash, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                item.document_id,
-                item.collection_id,
-                chunk.ordinal,
-                chunk.text,
-                chunk.section,
-                chunk.page,
-                chunk.token_count,
-                chunk.content_hash,
-                chunk.vector,
-            ),
-        )
-        chunk_id = int(cursor.lastrowid or 0)
-        body = analyze_to_string(f"{chunk.section or ''}\n{chunk.text}")
-        conn.execute(
-            f"INSERT INTO {fts_table(item.collection_id)}(rowid, title, body) VALUES (?, ?, ?)",
-            (chunk_id, analyze_to_string(title or ""), body),
-        )
-        return chunk_id
+    # --- rebuilding an index version --------------------------------------------------------------------
 
-    @staticmethod
-    def _delete_chunks(conn: sqlite3.Connection, collection_id: str, ids: Sequence[int]) -> None:
-        for batch in _batches(ids):
-            marks = ", ".join("?" for _ in batch)
-            conn.execute(f"DELETE FROM {fts_table(collection_id)} WHERE rowid IN ({marks})", list(batch))
-            conn.execute(f"DELETE FROM chunks WHERE id IN ({marks})", list(batch))
+    def ready_document_count(self, collection_id: str) -> int:
+        row = (
+            self._db.connection()
+            .execute("SELECT count(*) FROM documents WHERE collection_id = ? AND status = 'ready'", (collection_id,))
+            .fetchone()
+        )
+        return int(row[0])
+
+    def document_sources(self, collection_id: str, after: str | None, limit: int) -> list[DocumentSource]:
+        rows = self._db.connection().execute(
+            "SELECT id, title, content_hash, parsed FROM documents WHERE collection_id = ? AND status = 'ready' "
+            "AND id > ? ORDER BY id LIMIT ?",
+            (collection_id, after or "", limit),
+        )
+        return [
+            DocumentSource(
+                document_id=str(r[0]),
+                title=None if r[1] is None else str(r[1]),
+                content_hash=str(r[2]),
+                parsed=None if r[3] is None else decode_parsed(bytes(r[3])),
+            )
+            for r in rows.fetchall()
+        ]
+
+    def write_version_chunks(
+        self, index_id: str, source: DocumentSource, chunks: Sequence[NewChunk]
+    ) -> ChunkChanges | None:
+        with self._db.write() as conn:
+            row = conn.execute(
+                "SELECT d.content_hash FROM documents d JOIN index_versions v ON v.collection_id = d.collection_id "
+                "WHERE d.id = ? AND v.index_id = ? AND v.state = 'building'",
+                (source.document_id, index_id),
+            ).fetchone()
+            if row is None or row[0] != source.content_hash:
+                return None
+            return _replace_chunks(conn, index_id, source.document_id, source.title, chunks)
 
     # --- chunks --------------------------------------------------------------------------------------------
 
     def get_chunks(self, document_id: str) -> list[Chunk]:
+        """The document's chunks in its collection's active index version."""
         rows = self._db.connection().execute(
-            "SELECT id, document_id, ordinal, text, section, page, token_count, content_hash FROM chunks "
-            "WHERE document_id = ? ORDER BY ordinal",
+            "SELECT c.id, c.document_id, c.ordinal, c.text, c.section, c.page, c.token_count, c.content_hash "
+            "FROM chunks c JOIN documents d ON d.id = c.document_id JOIN collections k ON k.id = d.collection_id "
+            "WHERE c.document_id = ? AND c.collection_id = k.active_index ORDER BY c.ordinal",
             (document_id,),
         )
         return [Chunk(*row) for row in rows]
@@ -397,3 +416,68 @@ class SqliteStore:
             if cid in found:
                 ranked.setdefault(found[cid], None)
         return list(ranked)
+
+
+def _replace_chunks(
+    conn: sqlite3.Connection, index_id: str, document_id: str, title: str | None, chunks: Sequence[NewChunk]
+) -> ChunkChanges:
+    """Make the document's chunks in one index version be ``chunks``, keeping identical existing rows."""
+    reusable: dict[tuple[str, int | None], list[int]] = {}
+    for cid, chash, page in conn.execute(
+        "SELECT id, content_hash, page FROM chunks WHERE document_id = ? AND collection_id = ? ORDER BY id",
+        (document_id, index_id),
+    ):
+        reusable.setdefault((chash, page), []).append(cid)
+    added = [(_put_chunk(conn, index_id, document_id, title, chunk, reusable), chunk.vector) for chunk in chunks]
+    removed = [cid for ids in reusable.values() for cid in ids]
+    delete_index_chunks(conn, index_id, removed)
+    fresh = [(cid, vector) for cid, vector in added if cid is not None]
+    return ChunkChanges(
+        added=tuple(cid for cid, _ in fresh),
+        added_vectors=tuple(vector for _, vector in fresh),
+        removed=tuple(removed),
+    )
+
+
+def _put_chunk(
+    conn: sqlite3.Connection,
+    index_id: str,
+    document_id: str,
+    title: str | None,
+    chunk: NewChunk,
+    reusable: dict[tuple[str, int | None], list[int]],
+) -> int | None:
+    """Insert a chunk, or keep an identical existing one (returns None then: nothing to index)."""
+    same = reusable.get((chunk.content_hash, chunk.page))
+    if same:
+        conn.execute("UPDATE chunks SET ordinal = ? WHERE id = ?", (chunk.ordinal, same.pop(0)))
+        return None
+    cursor = conn.execute(
+        "INSERT INTO chunks(document_id, collection_id, ordinal, text, section, page, token_count, "
+        "content_hash, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            document_id,
+            index_id,
+            chunk.ordinal,
+            chunk.text,
+            chunk.section,
+            chunk.page,
+            chunk.token_count,
+            chunk.content_hash,
+            chunk.vector,
+        ),
+    )
+    chunk_id = int(cursor.lastrowid or 0)
+    body = analyze_to_string(f"{chunk.section or ''}\n{chunk.text}")
+    conn.execute(
+        f"INSERT INTO {fts_table(index_id)}(rowid, title, body) VALUES (?, ?, ?)",
+        (chunk_id, analyze_to_string(title or ""), body),
+    )
+    return chunk_id
+
+
+def delete_index_chunks(conn: sqlite3.Connection, index_id: str, ids: Sequence[int]) -> None:
+    for batch in _batches(ids):
+        marks = ", ".join("?" for _ in batch)
+        conn.execute(f"DELETE FROM {fts_table(index_id)} WHERE rowid IN ({marks})", list(batch))
+        conn.execute(f"DELETE FROM chunks WHERE id IN ({marks})", list(batch))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ragserve.errors import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -21,7 +21,11 @@ CREATE TABLE IF NOT EXISTS collections (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
     created_at TEXT NOT NULL,
-    retrieval TEXT NOT NULL DEFAULT '{}'
+    retrieval TEXT NOT NULL DEFAULT '{}',
+    active_index TEXT,
+    canary_index TEXT,
+    canary_share REAL NOT NULL DEFAULT 0,
+    previous_index TEXT
 );
 CREATE TABLE IF NOT EXISTS documents (
     id TEXT PRIMARY KEY,
@@ -34,7 +38,8 @@ CREATE TABLE IF NOT EXISTS documents (
     content_hash TEXT,
     chunk_count INTEGER NOT NULL DEFAULT 0,
     created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    parsed BLOB
 );
 CREATE UNIQUE INDEX IF NOT EXISTS documents_external_id
     ON documents(collection_id, external_id) WHERE external_id IS NOT NULL;
@@ -72,6 +77,22 @@ CREATE TABLE IF NOT EXISTS job_items (
     PRIMARY KEY (job_id, seq)
 );
 CREATE INDEX IF NOT EXISTS job_items_status ON job_items(status, job_id, seq);
+CREATE TABLE IF NOT EXISTS index_versions (
+    index_id TEXT PRIMARY KEY,
+    collection_id TEXT NOT NULL REFERENCES collections(id),
+    version INTEGER NOT NULL,
+    config TEXT NOT NULL,
+    state TEXT NOT NULL,
+    built INTEGER NOT NULL DEFAULT 0,
+    total INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    created_at TEXT NOT NULL,
+    UNIQUE (collection_id, version)
+);
+CREATE TABLE IF NOT EXISTS golden_sets (
+    collection_id TEXT PRIMARY KEY REFERENCES collections(id),
+    body TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     key TEXT PRIMARY KEY,
     request_hash TEXT NOT NULL,
@@ -86,32 +107,70 @@ _COLLECTION_ID = re.compile(r"^[0-9a-f]{32}$")
 _FTS_COLUMNS = "title, body, tokenize='unicode61 remove_diacritics 0'"
 
 
-def fts_table(collection_id: str) -> str:
-    """The name of a collection's FTS5 table. One table per collection keeps BM25's document frequencies and
-    lengths to that collection."""
-    if not _COLLECTION_ID.match(collection_id):
-        raise StoreError(f"invalid collection id {collection_id!r}")
-    return f"fts_{collection_id}"
+def fts_table(index_id: str) -> str:
+    """The name of an index version's FTS5 table. One table per collection (and index version) keeps BM25's
+    document frequencies and lengths to that collection. Version 1's index id is the collection's id."""
+    if not _COLLECTION_ID.match(index_id):
+        raise StoreError(f"invalid index id {index_id!r}")
+    return f"fts_{index_id}"
 
 
-def create_collection(conn: sqlite3.Connection, name: str) -> str:
-    """The id of the collection called ``name``, created with its FTS5 table if missing (inside the caller's
-    transaction)."""
+def create_fts_table(conn: sqlite3.Connection, index_id: str) -> None:
+    conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS {fts_table(index_id)} USING fts5({_FTS_COLUMNS})")
+
+
+def create_collection(conn: sqlite3.Connection, name: str, config_json: str) -> str:
+    """The id of the collection called ``name``, created if missing with its index version 1 (configured by
+    ``config_json``) and that version's FTS5 table (inside the caller's transaction)."""
     row = conn.execute("SELECT id FROM collections WHERE name = ?", (name,)).fetchone()
     if row is not None:
         return str(row[0])
     collection_id = uuid.uuid4().hex
-    conn.execute("INSERT INTO collections(id, name, created_at) VALUES (?, ?, ?)", (collection_id, name, utc_now()))
-    conn.execute(f"CREATE VIRTUAL TABLE {fts_table(collection_id)} USING fts5({_FTS_COLUMNS})")
+    now = utc_now()
+    conn.execute(
+        "INSERT INTO collections(id, name, created_at, active_index) VALUES (?, ?, ?, ?)",
+        (collection_id, name, now, collection_id),
+    )
+    conn.execute(
+        "INSERT INTO index_versions(index_id, collection_id, version, config, state, created_at) "
+        "VALUES (?, ?, 1, ?, 'ready', ?)",
+        (collection_id, collection_id, config_json, now),
+    )
+    create_fts_table(conn, collection_id)
     return collection_id
+
+
+def backfill_index_versions(conn: sqlite3.Connection, config_json: str) -> None:
+    """Give collections made before index versions existed their version 1 (their chunks are its chunks)."""
+    conn.execute(
+        "INSERT INTO index_versions(index_id, collection_id, version, config, state, created_at) "
+        "SELECT id, id, 1, ?, 'ready', created_at FROM collections "
+        "WHERE id NOT IN (SELECT collection_id FROM index_versions)",
+        (config_json,),
+    )
+    conn.execute("UPDATE collections SET active_index = id WHERE active_index IS NULL")
+
+
+_ADDED_COLUMNS = {
+    "collections": (
+        ("retrieval", "TEXT NOT NULL DEFAULT '{}'"),
+        ("active_index", "TEXT"),
+        ("canary_index", "TEXT"),
+        ("canary_share", "REAL NOT NULL DEFAULT 0"),
+        ("previous_index", "TEXT"),
+    ),
+    "documents": (("parsed", "BLOB"),),
+}
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
     """Schema 1 kept one FTS5 table for all collections (moved into per-collection tables here) and had no
-    per-collection retrieval settings."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(collections)")}
-    if "retrieval" not in columns:
-        conn.execute("ALTER TABLE collections ADD COLUMN retrieval TEXT NOT NULL DEFAULT '{}'")
+    per-collection retrieval settings; schema 2 had no index versions and kept no parsed documents."""
+    for table, added in _ADDED_COLUMNS.items():
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for name, declaration in added:
+            if name not in columns:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
     has_global = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'chunks_fts'").fetchone()
     if has_global is None:
         return
@@ -146,6 +205,7 @@ class SqliteDatabase:
         self._write_lock = threading.RLock()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
+        self._is_closed = False
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._write_lock:
             conn = self.connection()
@@ -159,7 +219,10 @@ class SqliteDatabase:
         return self._path
 
     def connection(self) -> sqlite3.Connection:
-        """This thread's connection (autocommit mode: transactions are explicit)."""
+        """This thread's connection (autocommit mode: transactions are explicit). Raises ``StoreError`` once
+        the database is closed."""
+        if self._is_closed:
+            raise StoreError(f"the database {self._path} is closed")
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             try:
@@ -193,6 +256,8 @@ class SqliteDatabase:
             conn.execute("COMMIT")
 
     def close(self) -> None:
+        """Close every thread's connection; later use raises ``StoreError`` instead of reopening the file."""
+        self._is_closed = True
         with self._connections_lock:
             for conn in self._connections:
                 conn.close()

@@ -12,8 +12,9 @@ import uuid
 import zlib
 from collections.abc import Sequence
 
-from ragserve.domain import DocumentInput, DocumentStatus, Job, JobError, JobProgress, JobStatus
+from ragserve.domain import DocumentInput, DocumentStatus, IndexConfig, Job, JobError, JobProgress, JobStatus
 from ragserve.errors import ConflictError, NotFoundError
+from ragserve.stores.codec import config_to_json
 from ragserve.stores.protocol import StagedItem
 from ragserve.stores.sqlite_db import SqliteDatabase, create_collection, parse_time, utc_now
 
@@ -57,10 +58,12 @@ def _status(counts: dict[str, int], total: int) -> JobStatus:
 
 
 class SqliteJobStore:
-    """Implements ``JobStore`` over the shared database file."""
+    """Implements ``JobStore`` over the shared database file; a collection first named by a job gets index
+    version 1 configured by ``index_config``."""
 
-    def __init__(self, db: SqliteDatabase) -> None:
+    def __init__(self, db: SqliteDatabase, index_config: IndexConfig) -> None:
         self._db = db
+        self._config_json = config_to_json(index_config)
 
     def create_job(self, inputs: Sequence[DocumentInput], idempotency_key: str | None, request_hash: str | None) -> Job:
         with self._db.write() as conn:
@@ -91,11 +94,10 @@ class SqliteJobStore:
                 )
             return self._job(conn, job_id)
 
-    @staticmethod
-    def _stage_document(conn: sqlite3.Connection, item: DocumentInput, now: str) -> str:
+    def _stage_document(self, conn: sqlite3.Connection, item: DocumentInput, now: str) -> str:
         """The id of the document this input writes: an existing one with the same external id, or a new
         pending row (which disappears again if its ingestion fails)."""
-        collection_id = create_collection(conn, item.collection)
+        collection_id = create_collection(conn, item.collection, self._config_json)
         if item.external_id is not None:
             row = conn.execute(
                 "SELECT id FROM documents WHERE collection_id = ? AND external_id = ?",

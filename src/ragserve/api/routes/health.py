@@ -6,8 +6,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ragserve.api.deps import InFlightDep
 from ragserve.api.schemas import Health, ReadyResponse
-from ragserve.service import RagService
+from ragserve.service import RagService, Readiness
 
 router = APIRouter(tags=["health"])
 
@@ -19,16 +20,20 @@ async def health() -> Health:
 
 
 @router.get("/ready", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
-async def ready(request: Request) -> JSONResponse:
-    """Database, vector index and model loaded: 200; otherwise 503."""
+async def ready(request: Request, in_flight: InFlightDep) -> JSONResponse:
+    """200 when the database answers, the vector index and the model are loaded and no more than
+    ``observability.max_in_flight`` other requests are in flight; otherwise 503, naming the failed checks."""
     service: RagService | None = getattr(request.app.state, "service", None)
-    if service is None:
-        body = ReadyResponse(status="not_ready", checks={"database": False, "index": False, "model": False})
-        return JSONResponse(body.model_dump(), status_code=503)
-    state = service.readiness()
-    checks = {"database": state.database, "index": state.index, "model": state.model}
-    body = ReadyResponse(status="ready" if state.is_ready else "not_ready", checks=checks)
-    return JSONResponse(body.model_dump(), status_code=200 if state.is_ready else 503)
+    state = service.readiness() if service is not None else Readiness(database=False, index=False, model=False)
+    checks = {
+        "database": state.database,
+        "index": state.index,
+        "model": state.model,
+        "capacity": in_flight.has_capacity(excluding=1),  # this probe is in flight too
+    }
+    failed = [name for name, passed in checks.items() if not passed]
+    body = ReadyResponse(status="not_ready" if failed else "ready", checks=checks, failed=failed)
+    return JSONResponse(body.model_dump(), status_code=503 if failed else 200)
 
 
 @router.get("/metrics", include_in_schema=False)
