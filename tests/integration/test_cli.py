@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
 from ragserve.cli import app
+from ragserve.evaluation import read_corpus
 from tests.conftest import FIXTURES
+from tests.integration.server import free_port, start_server
+
+SLICE = FIXTURES / "scifact_slice"
 
 
 @pytest.fixture
@@ -79,3 +85,41 @@ def test_a_second_process_on_the_same_data_dir_is_refused(env: Path) -> None:
         assert "in use" in result.output
     finally:
         handle.close()
+
+
+def test_index_commands_against_a_running_server(tmp_path: Path, model_cache: Path) -> None:
+    """``ragserve index`` drives a real server process over HTTP: golden set, build, canary, promote, rollback."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = start_server(tmp_path / "data", port, model_cache, tmp_path / "server.log")
+    try:
+        documents = [{"external_id": d.id, "title": d.title, "text": d.text} for d in read_corpus(SLICE)][:60]
+        response = httpx.post(f"{url}/v1/documents", json={"collection": "sci", "documents": documents}, timeout=30)
+        assert response.status_code == 202, response.text
+        job_id = response.json()["job_id"]
+        while httpx.get(f"{url}/v1/jobs/{job_id}").json()["status"] in ("queued", "running"):
+            time.sleep(0.2)
+        runner = CliRunner(env={"COLUMNS": "200"})
+
+        def run(*args: str) -> str:
+            result = runner.invoke(app, ["index", *args, "--collection", "sci", "--url", url])
+            assert result.exit_code == 0, result.output
+            return result.output
+
+        assert "golden set of sci: 40 queries" in run("golden", str(SLICE), "--split", "test")
+        assert "version 2 is ready" in run("create", "--max-tokens", "64", "--overlap-tokens", "8")
+        status = run("status")
+        assert "64/8" in status
+        assert "200/40" in status
+        assert "canary 50%" in run("canary", "2", "--share", "50")
+        promoted = run("promote", "2", "--force")
+        assert "gate: nDCG@10" in promoted
+        assert httpx.get(f"{url}/v1/collections/sci/index").json()["active"] == 2
+        run("rollback")
+        assert httpx.get(f"{url}/v1/collections/sci/index").json()["active"] == 1
+        refused = runner.invoke(app, ["index", "delete", "1", "--collection", "sci", "--url", url])
+        assert refused.exit_code == 1
+        assert "error (409)" in refused.output
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
