@@ -9,27 +9,31 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, cast
 
 import anyio.to_thread
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ragserve import cli_index
-from ragserve.domain import DocumentInput, SearchFilters, SearchMode
+from ragserve import cli_index, cli_worker
+from ragserve.domain import DocumentInput, Job, SearchFilters, SearchMode
 from ragserve.errors import RagserveError
 from ragserve.evaluation import mrr_at, ndcg_at, percentile, read_corpus, read_queries, recall_at
 from ragserve.ingest.loaders import is_supported
+from ragserve.ingest.sync import SyncReport, directory_files
 from ragserve.retrieval.search import SearchQuery
 from ragserve.service import RagService
 from ragserve.settings import Settings
 
 app = typer.Typer(help="ragserve: hybrid search and cited answers over your documents.", no_args_is_help=True)
 app.add_typer(cli_index.app, name="index")
+app.add_typer(cli_worker.dlq, name="dlq")
+app.command()(cli_worker.worker)
 console = Console()
 T = TypeVar("T")
 _BATCH = 100
@@ -114,16 +118,22 @@ async def _ingest(service: RagService, inputs: list[DocumentInput], label: str) 
     jobs = []
     for i in range(0, len(inputs), _BATCH):
         jobs.append(await service.submit(inputs[i : i + _BATCH]))
+    return await _follow(service, jobs, label)
+
+
+async def _follow(service: RagService, jobs: Sequence[Job], label: str) -> dict[str, int]:
+    """Follow jobs with a progress bar until they finish; returns status counts and prints failures."""
+    total = sum(job.progress.total for job in jobs)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(label, total=len(inputs))
+        task = progress.add_task(label, total=total)
         while True:
             states = [await service.get_job(job.id) for job in jobs]
             progress.update(task, completed=sum(s.progress.done for s in states))
             if all(s.progress.done >= s.progress.total for s in states):
                 break
             await asyncio.sleep(0.25)
-    counts: dict[str, int] = {"documents": len(inputs), "failed": 0}
+    counts: dict[str, int] = {"documents": total, "failed": 0}
     for state in states:
         counts["failed"] += len(state.errors)
         for error in state.errors:
@@ -149,6 +159,53 @@ def ingest(
     ok = counts["documents"] - counts["failed"]
     console.print(f"{ok} documents ingested, {counts['failed']} failed, in {elapsed:.1f} s")
     if counts["failed"]:
+        raise typer.Exit(2)
+
+
+async def _sync(
+    service: RagService, collection: str, source: str, root: Path, delete_missing: bool, dry_run: bool
+) -> tuple[SyncReport, int]:
+    """Sync and follow the jobs; returns the report and how many files failed to ingest."""
+    files = directory_files(root)
+    report = await service.sync(collection, source, files, delete_missing=delete_missing, dry_run=dry_run)
+    if not report.jobs:
+        return report, 0
+    return report, (await _follow(service, report.jobs, f"syncing into {collection}"))["failed"]
+
+
+@app.command()
+def sync(
+    directory: Annotated[Path, typer.Argument(help="directory to mirror (recursively)", file_okay=False, exists=True)],
+    collection: Annotated[str | None, typer.Option(help="collection to sync into")] = None,
+    source: Annotated[str | None, typer.Option(help="the source's name [default: the directory's path]")] = None,
+    delete_missing: Annotated[
+        bool, typer.Option("--delete-missing/--keep-missing", help="delete the documents of files that are gone")
+    ] = True,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print what would change; change nothing")] = False,
+) -> None:
+    """Apply a directory's new, changed and deleted files to a collection; unchanged files cost nothing.
+
+    Each file is one document whose external id is its path relative to DIRECTORY. Only documents synced from
+    the same source are ever deleted."""
+    settings = Settings()
+    name = collection or settings.default_collection
+    root = directory.resolve()
+    report, failed = _run(settings, lambda s: _sync(s, name, source or str(root), root, delete_missing, dry_run))
+    plan = report.plan
+    if dry_run:
+        deleted = [d.external_id for d in plan.to_delete]
+        for mark, paths in (("+", plan.to_add), ("~", plan.to_update), ("-", deleted)):
+            for path in paths:
+                console.print(f"{mark} {path}", markup=False)
+    for path in plan.conflicts:
+        console.print(f"[yellow]conflict:[/yellow] {escape(path)}: a document not synced from this source has its id")
+    summary = (
+        f"added {len(plan.to_add)}, updated {len(plan.to_update)}, deleted {len(plan.to_delete)}, "
+        f"unchanged {len(plan.unchanged)}, failed {failed}; skipped {len(report.skipped)} unsupported files, "
+        f"{len(plan.conflicts)} conflicts"
+    )
+    console.print(f"dry run, would have: {summary}" if dry_run else summary)
+    if failed:
         raise typer.Exit(2)
 
 

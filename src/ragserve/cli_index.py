@@ -21,7 +21,7 @@ Url = Annotated[str, typer.Option(envvar="RAGSERVE_URL", help="the ragserve serv
 Collection = Annotated[str, typer.Option("--collection", "-c", help="the collection")]
 
 
-def _call(method: str, url: str, path: str, body: dict[str, Any] | None = None) -> Any:
+def call(method: str, url: str, path: str, body: dict[str, Any] | None = None) -> Any:
     try:
         response = httpx.request(method, f"{url.rstrip('/')}{path}", json=body, timeout=600)
     except httpx.HTTPError as exc:
@@ -61,7 +61,7 @@ def _show(status: dict[str, Any]) -> None:
 @app.command("status")
 def status_(collection: Collection, url: Url = "http://127.0.0.1:8000") -> None:
     """Show the collection's index versions and where its queries go."""
-    _show(_call("GET", url, f"/v1/collections/{collection}/index"))
+    _show(call("GET", url, f"/v1/collections/{collection}/index"))
 
 
 @app.command()
@@ -74,7 +74,7 @@ def create(
 ) -> None:
     """Build a new index version in the background (unset options are copied from the active version)."""
     body = {"max_tokens": max_tokens, "overlap_tokens": overlap_tokens}
-    version = _call("POST", url, f"/v1/collections/{collection}/index/versions", body)
+    version = call("POST", url, f"/v1/collections/{collection}/index/versions", body)
     console.print(f"building version {version['version']} of {collection}")
     if not wait:
         return
@@ -82,7 +82,7 @@ def create(
     with Progress(*columns, console=console) as progress:
         task = progress.add_task(f"version {version['version']}", total=version["total_documents"])
         while True:
-            status = _call("GET", url, f"/v1/collections/{collection}/index")
+            status = call("GET", url, f"/v1/collections/{collection}/index")
             (now,) = (v for v in status["versions"] if v["version"] == version["version"])
             progress.update(task, completed=now["built_documents"], total=now["total_documents"])
             if now["state"] != "building":
@@ -103,7 +103,7 @@ def canary(
 ) -> None:
     """Send a share of the collection's queries to a ready version."""
     body = {"version": version or None, "share": share / 100 if version else 0.0}
-    _show(_call("PUT", url, f"/v1/collections/{collection}/index/canary", body))
+    _show(call("PUT", url, f"/v1/collections/{collection}/index/canary", body))
 
 
 @app.command()
@@ -114,7 +114,7 @@ def promote(
     url: Url = "http://127.0.0.1:8000",
 ) -> None:
     """Make a version active, if its nDCG@10 on the golden set is within the margin of the active one's."""
-    result = _call("POST", url, f"/v1/collections/{collection}/index/promote", {"version": version, "force": force})
+    result = call("POST", url, f"/v1/collections/{collection}/index/promote", {"version": version, "force": force})
     gate = result["gate"]
     if gate["active_ndcg_at_10"] is not None:
         console.print(
@@ -127,7 +127,7 @@ def promote(
 @app.command()
 def rollback(collection: Collection, url: Url = "http://127.0.0.1:8000") -> None:
     """Make the previously active version active again."""
-    _show(_call("POST", url, f"/v1/collections/{collection}/index/rollback"))
+    _show(call("POST", url, f"/v1/collections/{collection}/index/rollback"))
 
 
 @app.command()
@@ -135,7 +135,7 @@ def delete(
     collection: Collection, version: Annotated[int, typer.Argument()], url: Url = "http://127.0.0.1:8000"
 ) -> None:
     """Drop a version no query is routed to."""
-    _call("DELETE", url, f"/v1/collections/{collection}/index/versions/{version}")
+    call("DELETE", url, f"/v1/collections/{collection}/index/versions/{version}")
     console.print(f"version {version} deleted")
 
 
@@ -148,5 +148,5 @@ def golden(
 ) -> None:
     """Set the golden set promotions are gated on, from a BEIR split."""
     queries, qrels = read_queries(dataset, split)
-    _call("PUT", url, f"/v1/collections/{collection}/golden", {"queries": queries, "qrels": qrels})
+    call("PUT", url, f"/v1/collections/{collection}/golden", {"queries": queries, "qrels": qrels})
     console.print(f"golden set of {collection}: {len(queries)} queries")

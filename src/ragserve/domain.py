@@ -216,6 +216,27 @@ class Job:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueMessage:
+    """An outbox row: items of a job to publish as one broker message. Small jobs get a higher priority."""
+
+    id: int
+    job_id: str
+    seqs: tuple[int, ...]
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A job item whose message exhausted its retries; it keeps its input and can be requeued."""
+
+    job_id: str
+    seq: int
+    document_id: str
+    error: JobError
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class DocumentInput:
     """One document as a client submitted it: inline text or file bytes, staged until a worker parses it."""
 

@@ -26,6 +26,7 @@ from ragserve.domain import (
     AnswerDelta,
     Chunk,
     CollectionSummary,
+    DeadLetter,
     Document,
     DocumentInput,
     IndexConfig,
@@ -36,12 +37,12 @@ from ragserve.domain import (
 )
 from ragserve.embedding.onnx import OnnxEmbedder
 from ragserve.embedding.protocol import Embedder
-from ragserve.errors import DataDirLockedError, PayloadTooLargeError, UnsupportedMediaTypeError
+from ragserve.errors import DataDirLockedError, NotFoundError, PayloadTooLargeError, UnsupportedMediaTypeError
 from ragserve.index_lifecycle import IndexLifecycle
 from ragserve.ingest.loaders import is_supported
 from ragserve.ingest.pipeline import IngestPipeline
 from ragserve.ingest.reindex import IndexBuilder
-from ragserve.ingest.runner import LocalJobRunner
+from ragserve.ingest.sync import SourceFile, SyncReport, prepare_sync
 from ragserve.llm.factory import build_generation
 from ragserve.llm.gateway import LLMGateway
 from ragserve.llm.judge import GroundednessJudge
@@ -53,8 +54,9 @@ from ragserve.settings import RetrievalOverrides, RetrievalSettings, Settings
 from ragserve.stores.hnsw import HnswVectorIndex
 from ragserve.stores.sqlite import SqliteStore
 from ragserve.stores.sqlite_db import SqliteDatabase
-from ragserve.stores.sqlite_jobs import SqliteJobStore
+from ragserve.stores.sqlite_jobs import OutboxPolicy, SqliteJobStore
 from ragserve.stores.sqlite_versions import SqliteIndexVersions
+from ragserve.taskqueue.factory import build_task_queue
 
 logger = logging.getLogger(__name__)
 
@@ -110,16 +112,11 @@ class RagService:
         config = IndexConfig(settings.chunking.max_tokens, settings.chunking.overlap_tokens, embedder.model_id)
         self.store = SqliteStore(db, config, title_weight=settings.retrieval.title_weight)
         self.versions = SqliteIndexVersions(db)
-        self.jobs = SqliteJobStore(db, config)
+        outbox = OutboxPolicy(settings.queue.items_per_message, settings.queue.small_job_items)
+        self.jobs = SqliteJobStore(db, config, outbox if settings.queue.backend == "rabbitmq" else None)
         self.index = HnswVectorIndex(settings.index_dir, embedder.dimension, settings.vector_index)
         self.pipeline = IngestPipeline(self.jobs, self.store, self.versions, self.store, self.index, embedder)
-        self.runner = LocalJobRunner(
-            self.jobs,
-            self.pipeline,
-            settings.jobs.workers,
-            settings.jobs.poll_interval_seconds,
-            settings.jobs.retry_seconds,
-        )
+        self.queue = build_task_queue(settings, self.jobs, self.pipeline, shared_store=False, consumers=None)
         self.retriever = Retriever(
             self.store, self.versions, self.index, embedder, settings.retrieval, settings.default_collection
         )
@@ -173,7 +170,7 @@ class RagService:
         await anyio.to_thread.run_sync(self._catch_up)
         self._index_ready = True
         if run_jobs:
-            await self.runner.start()
+            await self.queue.start()
             await self.lifecycle.start()
         self._flusher = asyncio.create_task(self._flush_periodically(), name="index-flusher")
 
@@ -188,7 +185,7 @@ class RagService:
             await anyio.to_thread.run_sync(self.index.flush)
 
     async def close(self) -> None:
-        await self.runner.stop()
+        await self.queue.stop()
         await self.lifecycle.close()
         if self._flusher is not None:
             self._flusher.cancel()
@@ -236,11 +233,20 @@ class RagService:
         self.check_inputs(inputs)
         request_hash = _request_hash(inputs) if idempotency_key else None
         job = await anyio.to_thread.run_sync(self.jobs.create_job, inputs, idempotency_key, request_hash)
-        self.runner.notify()
+        self.queue.notify()
         return job
 
     async def get_job(self, job_id: str) -> Job:
         return await anyio.to_thread.run_sync(self.jobs.get_job, job_id)
+
+    async def dead_letters(self, limit: int) -> list[DeadLetter]:
+        return await anyio.to_thread.run_sync(self.jobs.list_dead, limit)
+
+    async def requeue_dead(self, job_id: str | None) -> int:
+        """Put dead-lettered items back in the queue; returns how many."""
+        count = await anyio.to_thread.run_sync(self.jobs.requeue_dead, job_id)
+        self.queue.notify()
+        return count
 
     async def list_collections(self) -> list[CollectionSummary]:
         return await anyio.to_thread.run_sync(self.store.summarize_collections)
@@ -269,6 +275,32 @@ class RagService:
         removed = await anyio.to_thread.run_sync(self.store.delete_document, document_id)
         for index_id, chunk_ids in removed.items():
             await anyio.to_thread.run_sync(self.index.delete, index_id, chunk_ids)
+
+    async def sync(
+        self,
+        collection: str,
+        source: str,
+        files: Sequence[SourceFile],
+        *,
+        delete_missing: bool = True,
+        dry_run: bool = False,
+    ) -> SyncReport:
+        """Apply a source's new and changed files (as request-sized jobs) and, with ``delete_missing``, delete
+        the documents of files it no longer has (see ``ingest/sync.py``). Raises ``PayloadTooLargeError`` or
+        ``InvalidRequestError`` before anything changes."""
+        prepared = await anyio.to_thread.run_sync(
+            prepare_sync, self.store, collection, source, files, delete_missing, self.check_inputs
+        )
+        if dry_run:
+            return SyncReport(prepared.plan, prepared.skipped, ())
+        paths, step = prepared.plan.to_submit, self.settings.limits.max_documents_per_request
+        jobs = []
+        for i in range(0, len(paths), step):
+            jobs.append(await self.submit(await anyio.to_thread.run_sync(prepared.inputs, paths[i : i + step])))
+        for document in prepared.plan.to_delete:
+            with contextlib.suppress(NotFoundError):  # deleted meanwhile: already what we want
+                await self.delete_document(document.document_id)
+        return SyncReport(prepared.plan, prepared.skipped, tuple(jobs))
 
     # --- retrieval and answers ----------------------------------------------------------------------------
 

@@ -170,7 +170,64 @@ class JobSettings(BaseModel):
 
 
 class StoreSettings(BaseModel):
-    backend: Literal["sqlite"] = "sqlite"
+    """Where documents, chunks, vectors and jobs live. ``sqlite``: one file in ``data_dir`` plus HNSW files,
+    for one process. ``postgres``: PostgreSQL with pgvector, shared by any number of API and worker processes;
+    ``postgres_read_urls`` are read replicas that searches may use (they tolerate replica lag).
+    ``vector_precision`` picks the pgvector index: ``f32`` (the vectors as stored), ``f16`` (halfvec) or
+    ``binary`` (bit, with the top candidates rescored at full precision)."""
+
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    postgres_url: SecretStr | None = Field(default=None, description="e.g. postgresql://user:pass@host:5432/db")
+    postgres_read_urls: list[SecretStr] = Field(default_factory=list)
+    pool_min_size: int = Field(default=1, ge=0, le=100, description="connections kept open per pool")
+    pool_max_size: int = Field(default=10, ge=1, le=200, description="connections at most per pool")
+    vector_precision: Literal["f32", "f16", "binary"] = "f32"
+
+    @model_validator(mode="after")
+    def _check_backend(self) -> StoreSettings:
+        if self.backend == "postgres" and self.postgres_url is None:
+            raise ValueError(
+                "store.backend is postgres but store.postgres_url is not set (RAGSERVE_STORE__POSTGRES_URL)"
+            )
+        if self.pool_min_size > self.pool_max_size:
+            raise ValueError(
+                f"store.pool_min_size ({self.pool_min_size}) exceeds store.pool_max_size ({self.pool_max_size})"
+            )
+        return self
+
+
+class QueueSettings(BaseModel):
+    """Where ingestion runs. ``local``: in this process (the embedded default). ``rabbitmq``: jobs are published
+    through a transactional outbox to a RabbitMQ priority queue and run by ``ragserve worker`` processes
+    (Dramatiq actors; late acks, leases with heartbeats, retries with exponential backoff, a dead-letter
+    queue). ``in_process_workers`` > 0 also consumes in the API process (one-box deployments and tests)."""
+
+    backend: Literal["local", "rabbitmq"] = "local"
+    rabbitmq_url: SecretStr | None = None
+    ingest_queue: str = Field(default="ragserve.ingest", pattern=r"^[A-Za-z0-9_.\-]{1,200}$")
+    items_per_message: int = Field(default=16, ge=1, le=256, description="documents per broker message")
+    small_job_items: int = Field(default=16, ge=1, description="jobs up to this size get the top priority")
+    lease_seconds: float = Field(default=30.0, gt=0, description="a worker's claim on items without heartbeat")
+    heartbeat_seconds: float = Field(default=10.0, gt=0)
+    max_retries: int = Field(default=5, ge=0, le=50)
+    min_backoff_seconds: float = Field(default=1.0, gt=0)
+    max_backoff_seconds: float = Field(default=60.0, gt=0)
+    message_time_limit_seconds: float = Field(default=1800.0, gt=0)
+    relay_interval_seconds: float = Field(default=1.0, gt=0, description="outbox relay period")
+    republish_after_seconds: float = Field(
+        default=300.0, gt=0, description="publish again a message whose items still wait after this long"
+    )
+    worker_threads: int = Field(default=1, ge=1, le=64, description="messages one worker process runs at once")
+    in_process_workers: int = Field(default=0, ge=0, le=16)
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _check(self) -> QueueSettings:
+        if self.backend == "rabbitmq" and self.rabbitmq_url is None:
+            raise ValueError("queue.backend rabbitmq needs queue.rabbitmq_url (RAGSERVE_QUEUE__RABBITMQ_URL)")
+        if self.heartbeat_seconds >= self.lease_seconds:
+            raise ValueError("queue.heartbeat_seconds must be shorter than queue.lease_seconds")
+        return self
 
 
 class IndexVersionSettings(BaseModel):
@@ -226,6 +283,7 @@ class Settings(BaseSettings):
     jobs: JobSettings = JobSettings()
     store: StoreSettings = StoreSettings()
     index: IndexVersionSettings = IndexVersionSettings()
+    queue: QueueSettings = QueueSettings()
     llm: LLMSettings = LLMSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
 

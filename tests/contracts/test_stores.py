@@ -23,7 +23,7 @@ from ragserve.domain import (
 )
 from ragserve.errors import ConflictError, IndexVersionsChangedError, InvalidRequestError, NotFoundError
 from ragserve.stores.analyzer import analyze
-from ragserve.stores.protocol import ChunkChanges, DocumentWrite, StagedItem
+from ragserve.stores.protocol import ChunkChanges, DocumentFingerprint, DocumentWrite, StagedItem
 from ragserve.stores.sqlite import SqliteStore
 from ragserve.stores.sqlite_db import SqliteDatabase
 from ragserve.stores.sqlite_jobs import SqliteJobStore
@@ -255,3 +255,26 @@ def test_golden_set_round_trip(backend: Backend) -> None:
     backend.versions.set_golden_set(cid, golden)
     backend.versions.set_golden_set(cid, golden)
     assert backend.versions.get_golden_set(cid) == golden
+
+
+def test_document_fingerprints_list_a_sources_documents_with_their_hashes(backend: Backend) -> None:
+    """What source sync compares files with: external id, stored hash (None while pending), by metadata."""
+    b_doc = _ingest(backend, ["beta"], external_id="b.md", metadata={"sync_source": "s1"})
+    a_doc = _ingest(backend, ["alpha"], external_id="a.md", metadata={"sync_source": "s1"})
+    _ingest(backend, ["gamma"], external_id="g.md", metadata={"sync_source": "s2"})
+    _ingest(backend, ["no external id"], metadata={"sync_source": "s1"})
+    _ingest(backend, ["by hand"], external_id="manual")
+    pending = DocumentInput(collection="c", external_id="p.md", text="x", metadata={"sync_source": "s1"})
+    (pending_doc,) = backend.jobs.create_job([pending], None, None).document_ids
+    cid = backend.store.get_collection("c").id
+
+    owned = backend.store.document_fingerprints(cid, SearchFilters.from_mapping({"sync_source": "s1"}))
+    assert owned == [
+        DocumentFingerprint(a_doc, "a.md", "h"),
+        DocumentFingerprint(b_doc, "b.md", "h"),
+        DocumentFingerprint(pending_doc, "p.md", None),
+    ]
+    every = backend.store.document_fingerprints(cid, SearchFilters())
+    assert [f.external_id for f in every] == ["a.md", "b.md", "g.md", "manual", "p.md"]
+    other = backend.store.ensure_collection("other").id
+    assert backend.store.document_fingerprints(other, SearchFilters()) == []

@@ -12,7 +12,18 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from ragserve import __version__
 from ragserve.api.errors import install_error_handlers
 from ragserve.api.middleware import InFlightRequests, RequestContextMiddleware
-from ragserve.api.routes import answers, collections, documents, health, index_versions, jobs, search, ui
+from ragserve.api.routes import (
+    answers,
+    collections,
+    dead_letters,
+    documents,
+    health,
+    index_versions,
+    jobs,
+    search,
+    sync,
+    ui,
+)
 from ragserve.api.routes import openai as openai_compatible
 from ragserve.embedding.protocol import Embedder
 from ragserve.observability.tracing import Tracing
@@ -56,7 +67,7 @@ def create_app(
         RequestContextMiddleware, max_body_bytes=settings.limits.max_request_bytes, in_flight=app.state.in_flight
     )
     install_error_handlers(app)
-    for module in (documents, jobs, search, answers, collections, index_versions, health, ui):
+    for module in (documents, jobs, dead_letters, search, answers, collections, sync, index_versions, health, ui):
         app.include_router(module.router)
     app.include_router(openai_compatible.router)
     return app

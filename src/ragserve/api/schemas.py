@@ -18,6 +18,7 @@ from ragserve.domain import (
     SearchHit,
     SearchResult,
 )
+from ragserve.ingest.sync import SyncReport
 
 
 class DocumentCreateItem(BaseModel):
@@ -52,6 +53,50 @@ class DocumentUpsert(BaseModel):
 class JobAccepted(BaseModel):
     job_id: str
     document_ids: list[str]
+
+
+class SyncFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1, max_length=512, description="relative, '/'-separated: the external id")
+    content_base64: str
+
+
+class SyncRequest(BaseModel):
+    """The source's complete listing: files absent from it are deleted when ``delete_missing``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(min_length=1, max_length=512, description="names the source; a sync deletes only its own")
+    files: list[SyncFile]
+    delete_missing: bool = True
+    dry_run: bool = False
+
+
+class SyncResponse(BaseModel):
+    """Paths by what the sync did to them (would do, on a dry run), and the jobs ingesting the added and
+    updated files, one per ``max_documents_per_request`` of them."""
+
+    job_ids: list[str]
+    added: list[str]
+    updated: list[str]
+    deleted: list[str]
+    unchanged: int
+    conflicts: list[str]
+    skipped: list[str]
+
+    @classmethod
+    def of(cls, report: SyncReport) -> SyncResponse:
+        plan = report.plan
+        return cls(
+            job_ids=[job.id for job in report.jobs],
+            added=list(plan.to_add),
+            updated=list(plan.to_update),
+            deleted=[d.external_id for d in plan.to_delete],
+            unchanged=len(plan.unchanged),
+            conflicts=list(plan.conflicts),
+            skipped=list(report.skipped),
+        )
 
 
 class JobProgressPublic(BaseModel):

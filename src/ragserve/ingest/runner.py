@@ -17,8 +17,7 @@ from ragserve.domain import JobStatus
 from ragserve.ingest.pipeline import IngestPipeline
 from ragserve.observability.metrics import INGEST_LAG, JOB_DURATION, JOBS_PENDING
 from ragserve.observability.tracing import start_span
-from ragserve.stores.protocol import StagedItem
-from ragserve.stores.sqlite_jobs import SqliteJobStore
+from ragserve.stores.protocol import JobStore, StagedItem
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +31,7 @@ class LocalJobRunner:
 
     def __init__(
         self,
-        jobs: SqliteJobStore,
+        jobs: JobStore,
         pipeline: IngestPipeline,
         workers: int,
         poll_interval_seconds: float,

@@ -48,6 +48,11 @@ INDEX_QUERIES = Counter(
     "Searches answered per collection and index version (a canary's share shows here).",
     ["collection", "version"],
 )
+QUEUE_DEPTH = Gauge(
+    "ragserve_queue_depth_messages",
+    "Messages in the ingestion queue of the broker: ready, delayed (retry backoff) and dead-lettered.",
+    ["queue", "kind"],
+)
 JOBS_PENDING = Gauge("ragserve_jobs_pending_documents", "Documents waiting or being ingested.")
 ANSWERS = Counter(
     "ragserve_answers_total",
@@ -81,6 +86,18 @@ RETRIEVAL_QUERY_LENGTH = Histogram(
 )
 EMBEDDING_DIMENSIONS = Gauge(
     "ragserve_embedding_dimensions", "Vector length of the loaded embedding model, by model.", ["model"]
+)
+EMBEDDING_BATCH_TEXTS = Histogram(
+    "ragserve_embedding_batch_texts",
+    "Texts in each model run of the embedding micro-batcher, by kind (query or document).",
+    ["kind"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)
+EMBEDDING_QUEUE_WAIT = Histogram(
+    "ragserve_embedding_queue_wait_seconds",
+    "Time a call's texts waited in the embedding micro-batcher before their model run, by kind.",
+    ["kind"],
+    buckets=_LATENCY_BUCKETS,
 )
 JOB_DURATION = Histogram(
     "ragserve_job_duration_seconds",

@@ -18,6 +18,7 @@ from ragserve.domain import (
     Chunk,
     Collection,
     CollectionSummary,
+    DeadLetter,
     Document,
     DocumentInput,
     DocumentSource,
@@ -29,6 +30,7 @@ from ragserve.domain import (
     JobError,
     NewChunk,
     ParsedDocument,
+    QueueMessage,
     SearchFilters,
     SearchHit,
 )
@@ -55,6 +57,16 @@ class StagedItem:
     document_id: str
     collection_id: str
     input: DocumentInput
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentFingerprint:
+    """A stored document as source sync compares it with a file: its external id and the ``input_hash`` of
+    what it was last ingested from (None until its first ingestion succeeds)."""
+
+    document_id: str
+    external_id: str
+    content_hash: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +108,11 @@ class DocumentStore(Protocol):
     def delete_document(self, document_id: str) -> dict[str, list[int]]:
         """Delete a document and its chunks in every index version; returns the removed chunk ids by index id.
         Raises ``NotFoundError``."""
+        ...
+
+    def document_fingerprints(self, collection_id: str, filters: SearchFilters) -> list[DocumentFingerprint]:
+        """The collection's documents that have an external id and whose metadata satisfies ``filters``
+        (pending ones included), by external id."""
         ...
 
     def write_document(self, item: StagedItem, write: DocumentWrite) -> dict[str, ChunkChanges]:
@@ -239,6 +256,48 @@ class JobStore(Protocol):
 
     def requeue_running(self) -> int:
         """Put items left running by a dead process back to pending; returns how many."""
+        ...
+
+    def pending_count(self) -> int:
+        """Items pending or running: the work not yet done."""
+        ...
+
+
+class LeasedJobStore(JobStore, Protocol):
+    """Jobs processed by workers in other processes, through a message broker.
+
+    ``create_job`` also writes outbox rows (one per message) in its transaction; a relay publishes them, so a
+    committed job is always published, perhaps twice, never lost. A worker claims a message's items under a
+    lease it keeps alive with heartbeats; a dead worker's lease expires and its items can be claimed again.
+    Items already done are never claimed again, so a redelivered message duplicates nothing."""
+
+    def claim_leased(
+        self, job_id: str, seqs: Sequence[int], owner: str, lease_seconds: float
+    ) -> tuple[list[StagedItem], int]:
+        """Lease the message's items that are pending or whose lease expired; returns them and how many are
+        still leased by a live worker (the message should be retried later)."""
+        ...
+
+    def extend_lease(self, owner: str, items: Sequence[StagedItem], lease_seconds: float) -> None: ...
+
+    def dead_letter(self, items: Sequence[StagedItem], error: JobError) -> None:
+        """Park items whose retries are exhausted, keeping their input for a requeue."""
+        ...
+
+    def list_dead(self, limit: int) -> list[DeadLetter]: ...
+
+    def requeue_dead(self, job_id: str | None) -> int:
+        """Put dead items (of one job, or all) back to pending with new outbox rows; returns how many."""
+        ...
+
+    def unpublished(self, limit: int, republish_after_seconds: float) -> list[QueueMessage]:
+        """Outbox rows never published, or published that long ago while their items still wait."""
+        ...
+
+    def mark_published(self, ids: Sequence[int]) -> None: ...
+
+    def expired_leases(self) -> int:
+        """Items left running under an expired lease (a worker died and no message retried them yet)."""
         ...
 
 

@@ -30,7 +30,7 @@ from ragserve.domain import (
 from ragserve.errors import IndexVersionsChangedError, InvalidRequestError, NotFoundError
 from ragserve.stores.analyzer import analyze_to_string
 from ragserve.stores.codec import config_to_json, decode_parsed, encode_parsed
-from ragserve.stores.protocol import ChunkChanges, DocumentWrite, StagedItem, Vectors
+from ragserve.stores.protocol import ChunkChanges, DocumentFingerprint, DocumentWrite, StagedItem, Vectors
 from ragserve.stores.sqlite_db import (
     SqliteDatabase,
     backfill_index_versions,
@@ -206,6 +206,15 @@ class SqliteStore:
                 delete_index_chunks(conn, index_id, ids)
             conn.execute("DELETE FROM documents WHERE id = ?", (document_id,))
         return removed
+
+    def document_fingerprints(self, collection_id: str, filters: SearchFilters) -> list[DocumentFingerprint]:
+        clause, params = filter_clause(filters)
+        rows = self._db.connection().execute(
+            "SELECT d.id, d.external_id, d.content_hash FROM documents d "
+            f"WHERE d.collection_id = ? AND d.external_id IS NOT NULL{clause} ORDER BY d.external_id",
+            [collection_id, *params],
+        )
+        return [DocumentFingerprint(str(r[0]), str(r[1]), None if r[2] is None else str(r[2])) for r in rows]
 
     def write_document(self, item: StagedItem, write: DocumentWrite) -> dict[str, ChunkChanges]:
         source = item.input.filename or item.input.external_id

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ragserve.errors import StoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -74,7 +74,18 @@ CREATE TABLE IF NOT EXISTS job_items (
     status TEXT NOT NULL,
     payload BLOB,
     error TEXT,
+    lease_owner TEXT,
+    lease_expires REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (job_id, seq)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    seqs TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    published_at REAL
 );
 CREATE INDEX IF NOT EXISTS job_items_status ON job_items(status, job_id, seq);
 CREATE TABLE IF NOT EXISTS index_versions (
@@ -160,12 +171,14 @@ _ADDED_COLUMNS = {
         ("previous_index", "TEXT"),
     ),
     "documents": (("parsed", "BLOB"),),
+    "job_items": (("lease_owner", "TEXT"), ("lease_expires", "REAL"), ("attempts", "INTEGER NOT NULL DEFAULT 0")),
 }
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
     """Schema 1 kept one FTS5 table for all collections (moved into per-collection tables here) and had no
-    per-collection retrieval settings; schema 2 had no index versions and kept no parsed documents."""
+        per-collection retrieval settings; schema 2 had no index versions and kept no parsed documents; schema 3 had no
+    job leases and no outbox."""
     for table, added in _ADDED_COLUMNS.items():
         columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         for name, declaration in added:

@@ -8,11 +8,23 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
+import time
 import uuid
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from ragserve.domain import DocumentInput, DocumentStatus, IndexConfig, Job, JobError, JobProgress, JobStatus
+from ragserve.domain import (
+    DeadLetter,
+    DocumentInput,
+    DocumentStatus,
+    IndexConfig,
+    Job,
+    JobError,
+    JobProgress,
+    JobStatus,
+    QueueMessage,
+)
 from ragserve.errors import ConflictError, NotFoundError
 from ragserve.stores.codec import config_to_json
 from ragserve.stores.protocol import StagedItem
@@ -46,8 +58,26 @@ def decode_input(blob: bytes) -> DocumentInput:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxPolicy:
+    """How a job is cut into broker messages, and their priority: small jobs first, so one huge upload does
+    not starve small ones (the broker's queue is a priority queue)."""
+
+    items_per_message: int = 16
+    small_job_items: int = 16
+
+    def messages(self, seqs: list[int]) -> list[list[int]]:
+        step = self.items_per_message
+        return [seqs[i : i + step] for i in range(0, len(seqs), step)]
+
+    def priority(self, job_items: int) -> int:
+        if job_items <= self.small_job_items:
+            return 9
+        return 5 if job_items <= 10 * self.small_job_items else 1
+
+
 def _status(counts: dict[str, int], total: int) -> JobStatus:
-    done, failed = counts.get("done", 0), counts.get("failed", 0)
+    done, failed = counts.get("done", 0), counts.get("failed", 0) + counts.get("dead", 0)
     if done + failed >= total:
         if failed == 0:
             return JobStatus.SUCCEEDED
@@ -61,9 +91,10 @@ class SqliteJobStore:
     """Implements ``JobStore`` over the shared database file; a collection first named by a job gets index
     version 1 configured by ``index_config``."""
 
-    def __init__(self, db: SqliteDatabase, index_config: IndexConfig) -> None:
+    def __init__(self, db: SqliteDatabase, index_config: IndexConfig, outbox: OutboxPolicy | None = None) -> None:
         self._db = db
         self._config_json = config_to_json(index_config)
+        self._outbox = outbox
 
     def create_job(self, inputs: Sequence[DocumentInput], idempotency_key: str | None, request_hash: str | None) -> Job:
         with self._db.write() as conn:
@@ -92,7 +123,130 @@ class SqliteJobStore:
                     "INSERT INTO idempotency_keys(key, request_hash, job_id, created_at) VALUES (?, ?, ?, ?)",
                     (idempotency_key, request_hash or "", job_id, now),
                 )
+            if self._outbox is not None:
+                self._write_outbox(conn, job_id, list(range(len(inputs))))
             return self._job(conn, job_id)
+
+    def _write_outbox(self, conn: sqlite3.Connection, job_id: str, seqs: list[int]) -> None:
+        assert self._outbox is not None
+        rows = [
+            (job_id, json.dumps(group), self._outbox.priority(len(seqs)), time.time())
+            for group in self._outbox.messages(seqs)
+        ]
+        conn.executemany("INSERT INTO outbox(job_id, seqs, priority, created_at) VALUES (?, ?, ?, ?)", rows)
+
+    # --- leases, dead letters and the outbox (``LeasedJobStore``) -------------------------------------------
+
+    def claim_leased(
+        self, job_id: str, seqs: Sequence[int], owner: str, lease_seconds: float
+    ) -> tuple[list[StagedItem], int]:
+        now = time.time()
+        marks = ", ".join("?" for _ in seqs)
+        with self._db.write() as conn:
+            rows = conn.execute(
+                "SELECT i.seq, i.document_id, d.collection_id, i.payload, i.status, i.lease_expires "
+                "FROM job_items i LEFT JOIN documents d ON d.id = i.document_id "
+                f"WHERE i.job_id = ? AND i.seq IN ({marks}) ORDER BY i.seq",
+                [job_id, *seqs],
+            ).fetchall()
+            items: list[StagedItem] = []
+            held = 0
+            for seq, document_id, collection_id, payload, status, expires in rows:
+                if status == "running" and expires is not None and expires > now:
+                    held += 1
+                    continue
+                if status not in ("pending", "running"):
+                    continue  # done, failed or dead: a redelivered message changes nothing
+                if collection_id is None:  # deleted before it was ingested
+                    conn.execute(
+                        "UPDATE job_items SET status = 'done', payload = NULL WHERE job_id = ? AND seq = ?",
+                        (job_id, seq),
+                    )
+                    continue
+                conn.execute(
+                    "UPDATE job_items SET status = 'running', lease_owner = ?, lease_expires = ?, "
+                    "attempts = attempts + 1 WHERE job_id = ? AND seq = ?",
+                    (owner, now + lease_seconds, job_id, seq),
+                )
+                items.append(StagedItem(job_id, seq, document_id, collection_id, decode_input(payload)))
+            return items, held
+
+    def extend_lease(self, owner: str, items: Sequence[StagedItem], lease_seconds: float) -> None:
+        with self._db.write() as conn:
+            conn.executemany(
+                "UPDATE job_items SET lease_expires = ? WHERE job_id = ? AND seq = ? AND lease_owner = ? "
+                "AND status = 'running'",
+                [(time.time() + lease_seconds, i.job_id, i.seq, owner) for i in items],
+            )
+
+    def dead_letter(self, items: Sequence[StagedItem], error: JobError) -> None:
+        with self._db.write() as conn:
+            for item in items:
+                detail = JobError(item.document_id, item.input.filename, error.code, error.message)
+                conn.execute(
+                    "UPDATE job_items SET status = 'dead', error = ?, lease_owner = NULL, lease_expires = NULL "
+                    "WHERE job_id = ? AND seq = ? AND status IN ('pending', 'running')",
+                    (json.dumps(_error_dict(detail)), item.job_id, item.seq),
+                )
+                conn.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", (utc_now(), item.job_id))
+
+    def list_dead(self, limit: int) -> list[DeadLetter]:
+        rows = self._db.connection().execute(
+            "SELECT i.job_id, i.seq, i.document_id, i.error, j.updated_at FROM job_items i "
+            "JOIN jobs j ON j.id = i.job_id WHERE i.status = 'dead' ORDER BY j.updated_at DESC, i.seq LIMIT ?",
+            (limit,),
+        )
+        return [
+            DeadLetter(str(r[0]), int(r[1]), str(r[2]), JobError(**json.loads(r[3])), parse_time(str(r[4])))
+            for r in rows.fetchall()
+        ]
+
+    def requeue_dead(self, job_id: str | None) -> int:
+        with self._db.write() as conn:
+            where, params = ("AND job_id = ?", [job_id]) if job_id else ("", [])
+            rows = conn.execute(
+                f"SELECT job_id, seq FROM job_items WHERE status = 'dead' {where} ORDER BY job_id, seq", params
+            ).fetchall()
+            by_job: dict[str, list[int]] = {}
+            for jid, seq in rows:
+                by_job.setdefault(str(jid), []).append(int(seq))
+            for jid, seqs in by_job.items():
+                conn.executemany(
+                    "UPDATE job_items SET status = 'pending', error = NULL, attempts = 0 WHERE job_id = ? AND seq = ?",
+                    [(jid, seq) for seq in seqs],
+                )
+                if self._outbox is not None:
+                    self._write_outbox(conn, jid, seqs)
+            return len(rows)
+
+    def unpublished(self, limit: int, republish_after_seconds: float) -> list[QueueMessage]:
+        stale = time.time() - republish_after_seconds
+        rows = self._db.connection().execute(
+            "SELECT o.id, o.job_id, o.seqs, o.priority FROM outbox o WHERE o.published_at IS NULL "
+            "OR (o.published_at < ? AND EXISTS (SELECT 1 FROM job_items i, json_each(o.seqs) s "
+            "WHERE i.job_id = o.job_id AND i.seq = s.value AND (i.status = 'pending' "
+            "OR (i.status = 'running' AND i.lease_expires < ?)))) ORDER BY o.id LIMIT ?",
+            (stale, time.time(), limit),
+        )
+        return [QueueMessage(int(r[0]), str(r[1]), tuple(json.loads(r[2])), int(r[3])) for r in rows.fetchall()]
+
+    def mark_published(self, ids: Sequence[int]) -> None:
+        with self._db.write() as conn:
+            conn.executemany("UPDATE outbox SET published_at = ? WHERE id = ?", [(time.time(), i) for i in ids])
+            # Rows whose items are all finished are no longer needed.
+            conn.execute(
+                "DELETE FROM outbox WHERE published_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM job_items i, "
+                "json_each(outbox.seqs) s WHERE i.job_id = outbox.job_id AND i.seq = s.value "
+                "AND i.status IN ('pending', 'running'))"
+            )
+
+    def expired_leases(self) -> int:
+        row = (
+            self._db.connection()
+            .execute("SELECT count(*) FROM job_items WHERE status = 'running' AND lease_expires < ?", (time.time(),))
+            .fetchone()
+        )
+        return int(row[0])
 
     def _stage_document(self, conn: sqlite3.Connection, item: DocumentInput, now: str) -> str:
         """The id of the document this input writes: an existing one with the same external id, or a new
@@ -139,7 +293,7 @@ class SqliteJobStore:
         errors = tuple(
             JobError(**json.loads(r[0]))
             for r in conn.execute(
-                "SELECT error FROM job_items WHERE job_id = ? AND status = 'failed' ORDER BY seq", (job_id,)
+                "SELECT error FROM job_items WHERE job_id = ? AND status IN ('failed', 'dead') ORDER BY seq", (job_id,)
             )
         )
         document_ids = tuple(
@@ -148,7 +302,7 @@ class SqliteJobStore:
         )
         total = int(row[3])
         status = _status(counts, total)
-        finished = counts.get("done", 0) + counts.get("failed", 0)
+        finished = counts.get("done", 0) + counts.get("failed", 0) + counts.get("dead", 0)
         stage = "done" if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.PARTIAL) else str(row[2])
         return Job(
             id=str(row[0]),

@@ -55,7 +55,7 @@ _CREATE_BODY = {
 }
 
 
-def _decode(content_base64: str, where: str) -> bytes:
+def decode_base64(content_base64: str, where: str) -> bytes:
     try:
         return base64.b64decode(content_base64, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -73,7 +73,7 @@ def to_input(
             raise InvalidRequestError(
                 f"{where}: filename is required with content_base64 (its extension picks the parser)"
             )
-        content = _decode(item.content_base64, where)
+        content = decode_base64(item.content_base64, where)
     ext_id = external_id if external_id is not None else getattr(item, "external_id", None)
     return DocumentInput(
         collection=collection,

@@ -1,0 +1,185 @@
+"""Dynamic micro-batching: concurrent ``embed`` calls from many threads merged into few model runs.
+
+``MicroBatcher`` wraps another ``Embedder`` and implements the same Protocol. Callers put their texts on a
+queue and block on futures; one batching thread takes up to ``max_batch`` texts of one kind, runs the wrapped
+model once and hands each caller its rows. Query texts are always taken before document texts, and document
+calls are cut into pieces of at most ``max_batch`` texts, so a query waits behind at most one document batch.
+
+The window: a batch waits up to ``window_ms`` after its oldest text arrived for more texts, but only while
+the batcher is busy (it finished a batch within the last window). Texts reaching an idle batcher are run at
+once: a lone query on a quiet service pays no window (``bench/micro_batching.py``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ragserve.embedding.protocol import Embedder, EmbedKind, Vectors
+from ragserve.errors import EmbeddingError
+from ragserve.observability.metrics import EMBEDDING_BATCH_TEXTS, EMBEDDING_QUEUE_WAIT
+
+# Queries first: the batching thread scans kinds in this order.
+_PRIORITY: tuple[EmbedKind, ...] = ("query", "document")
+
+
+@dataclass(slots=True)
+class _Piece:
+    """Up to ``max_batch`` consecutive texts of one call, answered through ``future``."""
+
+    texts: Sequence[str]
+    arrived: float = field(default_factory=time.monotonic)
+    future: Future[Vectors] = field(default_factory=Future)
+
+
+class MicroBatcher:
+    """An ``Embedder`` that batches concurrent calls to ``inner`` in one background thread, queries first.
+
+    ``window_ms`` (0..50) is the longest a text waits for company while the batcher is busy; ``max_batch``
+    caps the texts of one model run. Vectors equal ``inner``'s for the same texts. ``embed`` raises
+    ``EmbeddingError`` when the model run that held its texts failed or the batcher was closed;
+    ``ValueError`` for a setting out of range. ``close()`` stops the thread; it never closes ``inner``.
+    """
+
+    def __init__(
+        self, inner: Embedder, *, window_ms: float = 10.0, max_batch: int = 64, max_document_batch: int = 8
+    ) -> None:
+        if not 0 <= window_ms <= 50:
+            raise ValueError(f"window_ms must be within 0..50, got {window_ms}")
+        if not 1 <= max_document_batch <= max_batch:
+            raise ValueError(f"need 1 <= max_document_batch <= max_batch, got {max_document_batch} and {max_batch}")
+        self._inner = inner
+        self._window_seconds = window_ms / 1000
+        self._max_texts: dict[EmbedKind, int] = {"query": max_batch, "document": max_document_batch}
+        self._queues: dict[EmbedKind, deque[_Piece]] = {kind: deque() for kind in _PRIORITY}
+        self._changed = threading.Condition()
+        self._is_closed = False
+        self._thread = threading.Thread(target=self._serve, name="embedding-batcher", daemon=True)
+        self._thread.start()
+
+    @property
+    def inner(self) -> Embedder:
+        """The wrapped embedder, which runs every batch."""
+        return self._inner
+
+    @property
+    def model_id(self) -> str:
+        """The wrapped model's id: batching does not change a vector."""
+        return self._inner.model_id
+
+    @property
+    def dimension(self) -> int:
+        return self._inner.dimension
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """The wrapped embedder's count, called directly: tokenising needs no batching."""
+        return self._inner.count_tokens(texts)
+
+    def embed(self, texts: Sequence[str], kind: EmbedKind = "document") -> Vectors:
+        """Queue ``texts`` and block until every piece of them is embedded; rows in the order of ``texts``.
+
+        Raises ``EmbeddingError`` if a batch holding them failed or the batcher is closed.
+        """
+        if not texts:
+            return np.zeros((0, self._inner.dimension), dtype=np.float32)
+        size = self._max_texts[kind]
+        pieces = [_Piece(texts[i : i + size]) for i in range(0, len(texts), size)]
+        with self._changed:
+            if self._is_closed:
+                raise EmbeddingError("the embedding batcher is closed")
+            self._queues[kind].extend(pieces)
+            self._changed.notify()
+        try:
+            rows = [piece.future.result() for piece in pieces]
+        except EmbeddingError:
+            # Pieces not taken yet are dropped rather than embedded for nobody.
+            for piece in pieces:
+                piece.future.cancel()
+            raise
+        return rows[0] if len(rows) == 1 else np.concatenate(rows)
+
+    def close(self) -> None:
+        """Stop the batching thread after the batch it is running; calls still queued raise ``EmbeddingError``.
+        Idempotent."""
+        with self._changed:
+            self._is_closed = True
+            pending = [piece for queue in self._queues.values() for piece in queue]
+            for queue in self._queues.values():
+                queue.clear()
+            self._changed.notify_all()
+        for piece in pending:
+            if piece.future.set_running_or_notify_cancel():
+                piece.future.set_exception(EmbeddingError("the embedding batcher was closed before this call ran"))
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    def _serve(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            self._run(*batch)
+
+    def _next_batch(self) -> tuple[EmbedKind, list[_Piece]] | None:
+        """Wait for a batch to be due, then take it; ``None`` once closed."""
+        with self._changed:
+            while True:
+                if self._is_closed:
+                    return None
+                kind = self._first_waiting_kind()
+                if kind is None:
+                    self._changed.wait()
+                    continue
+                wait_seconds = self._wait_seconds(kind)
+                if wait_seconds > 0:
+                    # Woken early by any new call: a query may have arrived, or the batch may now be full.
+                    self._changed.wait(wait_seconds)
+                    continue
+                batch = self._take(kind)
+                if batch:
+                    return kind, batch
+
+    def _first_waiting_kind(self) -> EmbedKind | None:
+        return next((kind for kind in _PRIORITY if self._queues[kind]), None)
+
+    def _wait_seconds(self, kind: EmbedKind) -> float:
+        """How much longer the queued texts of ``kind`` should wait for more; 0 or less: run them now."""
+        queue = self._queues[kind]
+        if len(queue) == 1 or sum(len(piece.texts) for piece in queue) >= self._max_texts[kind]:
+            return 0.0
+        return queue[0].arrived + self._window_seconds - time.monotonic()
+
+    def _take(self, kind: EmbedKind) -> list[_Piece]:
+        """Whole pieces of ``kind``, oldest first, up to ``max_batch`` texts; skips pieces their caller gave up."""
+        queue = self._queues[kind]
+        batch: list[_Piece] = []
+        size = 0
+        while queue and size + len(queue[0].texts) <= self._max_texts[kind]:
+            piece = queue.popleft()
+            if piece.future.set_running_or_notify_cancel():
+                batch.append(piece)
+                size += len(piece.texts)
+        return batch
+
+    def _run(self, kind: EmbedKind, batch: list[_Piece]) -> None:
+        texts = [text for piece in batch for text in piece.texts]
+        started = time.monotonic()
+        for piece in batch:
+            EMBEDDING_QUEUE_WAIT.labels(kind=kind).observe(started - piece.arrived)
+        EMBEDDING_BATCH_TEXTS.labels(kind=kind).observe(len(texts))
+        try:
+            vectors = self._inner.embed(texts, kind=kind)
+        except Exception as exc:
+            # Exactly this batch's callers fail, each with its own exception object (they raise in parallel).
+            for piece in batch:
+                error = EmbeddingError(f"embedding a batch of {len(texts)} texts failed: {exc}")
+                error.__cause__ = exc
+                piece.future.set_exception(error)
+            return
+        start = 0
+        for piece in batch:
+            piece.future.set_result(vectors[start : start + len(piece.texts)])
+            start += len(piece.texts)
