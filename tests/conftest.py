@@ -13,6 +13,8 @@ from ragserve.embedding.onnx import OnnxEmbedder
 from ragserve.settings import Settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# ``postgres_server`` (session) and ``postgres_url`` (a database per test) for the PostgreSQL backend.
+pytest_plugins = ["tests.postgres"]
 
 
 @pytest.fixture(scope="session")

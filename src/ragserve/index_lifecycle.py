@@ -22,6 +22,7 @@ from ragserve.errors import ConflictError, InvalidRequestError, NotFoundError
 from ragserve.evaluation import ndcg_at
 from ragserve.ingest.reindex import IndexBuilder
 from ragserve.retrieval.search import Retriever, SearchStore
+from ragserve.retrieval.state import CollectionState
 from ragserve.settings import IndexVersionSettings
 from ragserve.stores.protocol import IndexVersionStore, RebuildSource, VectorIndex
 
@@ -70,6 +71,7 @@ class IndexLifecycle:
         index: VectorIndex,
         builder: IndexBuilder,
         retriever: Retriever,
+        state: CollectionState,
         model_id: str,
         settings: IndexVersionSettings,
     ) -> None:
@@ -79,6 +81,7 @@ class IndexLifecycle:
         self._index = index
         self._builder = builder
         self._retriever = retriever
+        self._state = state
         self._model_id = model_id
         self._settings = settings
         self._builds: dict[str, tuple[asyncio.Task[None], threading.Event]] = {}
@@ -103,6 +106,12 @@ class IndexLifecycle:
         )
         self._builds[version.index_id] = (task, stop)
         task.add_done_callback(lambda _: self._builds.pop(version.index_id, None))
+
+    async def _set_route(
+        self, collection_id: str, active: str, canary: str | None, share: float, previous: str | None
+    ) -> None:
+        await anyio.to_thread.run_sync(self._versions.set_route, collection_id, active, canary, share, previous)
+        self._state.changed(collection_id)
 
     async def _collection_id(self, collection: str) -> str:
         return (await anyio.to_thread.run_sync(self._store.get_collection, collection)).id
@@ -144,16 +153,13 @@ class IndexLifecycle:
         route, _ = await self.describe(collection)
         collection_id = route.active.collection_id
         if number is None or share <= 0:
-            await anyio.to_thread.run_sync(
-                self._versions.set_route, collection_id, route.active.index_id, None, 0.0, _index_id(route.previous)
-            )
+            await self._set_route(collection_id, route.active.index_id, None, 0.0, _index_id(route.previous))
         else:
             version = await self._version(collection, number)
             if version.index_id == route.active.index_id:
                 raise ConflictError(f"version {number} is already the active one")
             _check_ready(version)
-            await anyio.to_thread.run_sync(
-                self._versions.set_route,
+            await self._set_route(
                 collection_id,
                 route.active.index_id,
                 version.index_id,
@@ -179,9 +185,7 @@ class IndexLifecycle:
                 f"{gate.active_ndcg:.4f} for the active version {route.active.version}: more than the allowed "
                 f"{gate.margin} lower; promote with force to override"
             )
-        await anyio.to_thread.run_sync(
-            self._versions.set_route, version.collection_id, version.index_id, None, 0.0, route.active.index_id
-        )
+        await self._set_route(version.collection_id, version.index_id, None, 0.0, route.active.index_id)
         logger.info("collection %s: index version %d promoted (gate %s)", collection, number, gate)
         return gate
 
@@ -191,9 +195,7 @@ class IndexLifecycle:
         if route.previous is None or route.previous.state is not IndexState.READY:
             raise ConflictError(f"collection {collection!r} has no previous index version to roll back to")
         collection_id = route.active.collection_id
-        await anyio.to_thread.run_sync(
-            self._versions.set_route, collection_id, route.previous.index_id, None, 0.0, route.active.index_id
-        )
+        await self._set_route(collection_id, route.previous.index_id, None, 0.0, route.active.index_id)
         return await anyio.to_thread.run_sync(self._versions.index_route, collection_id)
 
     async def delete(self, collection: str, number: int) -> None:

@@ -1,7 +1,8 @@
 """The application service: builds the configured parts once and offers the operations the API and CLI share.
 
-``RagService.open(settings)`` wires the embedded defaults (SQLite, HNSW files, the ONNX model, the in-process
-job runner, the extractive generator); ``start()``/``close()`` bracket its life. Routes and CLI commands each
+``RagService.open(settings)`` wires the configured parts: the stores of ``store.backend`` (by default SQLite
+and HNSW files; PostgreSQL with pgvector, see ``stores/factory.py``), the ONNX model, the task queue, the
+generator; ``start()``/``close()`` bracket its life. Routes and CLI commands each
 call one method here.
 """
 
@@ -9,18 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
-import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import IO
 
 import anyio.to_thread
 from opentelemetry.trace import Span, use_span
 
+from ragserve.cache.answers import answer_key
+from ragserve.cache.factory import build_caches
 from ragserve.domain import (
     Answer,
     AnswerDelta,
@@ -35,9 +35,10 @@ from ragserve.domain import (
     SearchFilters,
     SearchResult,
 )
+from ragserve.embedding.batching import MicroBatcher
 from ragserve.embedding.onnx import OnnxEmbedder
 from ragserve.embedding.protocol import Embedder
-from ragserve.errors import DataDirLockedError, NotFoundError, PayloadTooLargeError, UnsupportedMediaTypeError
+from ragserve.errors import NotFoundError, PayloadTooLargeError, UnsupportedMediaTypeError
 from ragserve.index_lifecycle import IndexLifecycle
 from ragserve.ingest.loaders import is_supported
 from ragserve.ingest.pipeline import IngestPipeline
@@ -46,40 +47,30 @@ from ragserve.ingest.sync import SourceFile, SyncReport, prepare_sync
 from ragserve.llm.factory import build_generation
 from ragserve.llm.gateway import LLMGateway
 from ragserve.llm.judge import GroundednessJudge
+from ragserve.llm.prompts import PROMPT_VERSION
 from ragserve.llm.protocol import AnswerGenerator
-from ragserve.observability.metrics import ANSWERS, timed
+from ragserve.observability.metrics import ANSWER_CACHE, ANSWERS, timed
 from ragserve.observability.tracing import open_span, start_span
 from ragserve.retrieval.search import Retriever, SearchQuery, validate_query
+from ragserve.retrieval.state import CollectionState
 from ragserve.settings import RetrievalOverrides, RetrievalSettings, Settings
-from ragserve.stores.hnsw import HnswVectorIndex
-from ragserve.stores.sqlite import SqliteStore
-from ragserve.stores.sqlite_db import SqliteDatabase
-from ragserve.stores.sqlite_jobs import OutboxPolicy, SqliteJobStore
-from ragserve.stores.sqlite_versions import SqliteIndexVersions
+from ragserve.stores.factory import StoreSet, claim_data_dir, open_stores
 from ragserve.taskqueue.factory import build_task_queue
 
 logger = logging.getLogger(__name__)
 
 
-def lock_data_dir(settings: Settings) -> IO[str]:
-    """Hold an exclusive lock on the data directory for this process's lifetime: the HNSW files are written by
-    one process only. Raises ``DataDirLockedError`` naming the holder."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(settings.data_dir / "ragserve.lock", "a+")  # noqa: SIM115 - held until close()
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
-        handle.close()
-        raise DataDirLockedError(
-            f"the data directory {settings.data_dir} is in use by {holder}; stop it or use another RAGSERVE_DATA_DIR"
-        ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()}")
-    handle.flush()
-    return handle
+def _micro_batcher(settings: Settings, embedder: Embedder) -> MicroBatcher | None:
+    """The shared embedding micro-batcher around ``embedder`` when ``embedding.micro_batching`` is on."""
+    config = settings.embedding
+    if not config.micro_batching:
+        return None
+    return MicroBatcher(
+        embedder,
+        window_ms=config.batch_window_ms,
+        max_batch=config.max_batch,
+        max_document_batch=config.max_document_batch,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,26 +90,33 @@ class RagService:
     def __init__(
         self,
         settings: Settings,
-        db: SqliteDatabase,
+        stores: StoreSet,
         embedder: Embedder,
         generator: AnswerGenerator,
-        lock: IO[str],
     ) -> None:
         self.settings = settings
-        self._db = db
-        self._lock = lock
+        self.stores = stores
         self.embedder = embedder
-        # New collections start with index version 1 under the service's chunking and model.
-        config = IndexConfig(settings.chunking.max_tokens, settings.chunking.overlap_tokens, embedder.model_id)
-        self.store = SqliteStore(db, config, title_weight=settings.retrieval.title_weight)
-        self.versions = SqliteIndexVersions(db)
-        outbox = OutboxPolicy(settings.queue.items_per_message, settings.queue.small_job_items)
-        self.jobs = SqliteJobStore(db, config, outbox if settings.queue.backend == "rabbitmq" else None)
-        self.index = HnswVectorIndex(settings.index_dir, embedder.dimension, settings.vector_index)
-        self.pipeline = IngestPipeline(self.jobs, self.store, self.versions, self.store, self.index, embedder)
-        self.queue = build_task_queue(settings, self.jobs, self.pipeline, shared_store=False, consumers=None)
+        self.store = stores.store
+        self.versions = stores.versions
+        self.jobs = stores.jobs
+        self.index = stores.index
+        self.caches = build_caches(settings, stores.is_shared)
+        self.pipeline = IngestPipeline(
+            self.jobs,
+            self.store,
+            self.versions,
+            self.store,
+            self.index,
+            embedder,
+            on_documents_changed=self._documents_changed,
+        )
+        self.queue = build_task_queue(settings, self.jobs, self.pipeline, shared_store=stores.is_shared, consumers=None)
+        self.state = CollectionState(
+            self.store, self.store, self.versions, self.caches.invalidation, settings.cache.state_ttl_seconds
+        )
         self.retriever = Retriever(
-            self.store, self.versions, self.index, embedder, settings.retrieval, settings.default_collection
+            self.store, self.state, self.index, embedder, settings.retrieval, settings.default_collection
         )
         builder = IndexBuilder(
             self.store, self.versions, self.store, self.index, embedder, settings.index.build_batch_documents
@@ -130,6 +128,7 @@ class RagService:
             self.index,
             builder,
             self.retriever,
+            self.state,
             embedder.model_id,
             settings.index,
         )
@@ -138,27 +137,40 @@ class RagService:
         self.judge = GroundednessJudge(settings.observability.judge_sample_rate)
         self._flusher: asyncio.Task[None] | None = None
         self._index_ready = False
+        self._batcher: MicroBatcher | None = None  # built by open(), closed with the service; never its inner
 
     @classmethod
     def open(cls, settings: Settings, embedder: Embedder | None = None) -> RagService:
-        """Build the embedded defaults (``embedder`` may be shared, e.g. by tests). Raises
-        ``DataDirLockedError`` if another process uses the data dir."""
-        lock = lock_data_dir(settings)
-        db = SqliteDatabase(settings.database_path)
-        embedder = embedder or OnnxEmbedder(
-            cache_dir=settings.model_cache_dir,
-            max_seq_length=settings.embedding.max_seq_length,
-            batch_size=settings.embedding.batch_size,
-            intra_op_threads=settings.embedding.threads or None,
-            allow_spinning=settings.embedding.allow_spinning,
-        )
+        """Build the configured backends (``embedder`` may be shared, e.g. by tests). Raises
+        ``DataDirLockedError`` if another process uses the data dir (sqlite), ``StoreError`` if the database
+        cannot be reached or migrated (postgres)."""
+        claim = claim_data_dir(settings)
+        try:
+            embedder = embedder or OnnxEmbedder(
+                cache_dir=settings.model_cache_dir,
+                max_seq_length=settings.embedding.max_seq_length,
+                batch_size=settings.embedding.batch_size,
+                intra_op_threads=settings.embedding.threads or None,
+                allow_spinning=settings.embedding.allow_spinning,
+            )
+            # New collections start with index version 1 under the service's chunking and model.
+            config = IndexConfig(settings.chunking.max_tokens, settings.chunking.overlap_tokens, embedder.model_id)
+            stores = open_stores(settings, config, embedder.dimension, claim)
+        except BaseException:
+            if claim is not None:
+                claim.close()
+            raise
+        batcher = _micro_batcher(settings, embedder)
+        embedder = batcher or embedder
         try:
             generation = build_generation(settings, embedder)
         except BaseException:
-            db.close()
-            lock.close()
+            if batcher is not None:
+                batcher.close()
+            stores.close()
             raise
-        service = cls(settings, db, embedder, generation.generator, lock)
+        service = cls(settings, stores, embedder, generation.generator)
+        service._batcher = batcher
         service.llm = generation.gateway
         service.judge = GroundednessJudge(settings.observability.judge_sample_rate, generation.gateway)
         return service
@@ -167,17 +179,12 @@ class RagService:
 
     async def start(self, run_jobs: bool = True) -> None:
         """Catch the vector index up with the database, then start the job runner and the index saver."""
-        await anyio.to_thread.run_sync(self._catch_up)
+        await anyio.to_thread.run_sync(self.stores.catch_up)
         self._index_ready = True
         if run_jobs:
             await self.queue.start()
             await self.lifecycle.start()
         self._flusher = asyncio.create_task(self._flush_periodically(), name="index-flusher")
-
-    def _catch_up(self) -> None:
-        for collection in self.store.list_collections():
-            for version in self.versions.live_versions(collection.id):
-                self.index.catch_up(version.index_id, self.store)
 
     async def _flush_periodically(self) -> None:
         while True:
@@ -196,16 +203,15 @@ class RagService:
         await self.judge.aclose()
         if self.llm is not None:
             await self.llm.aclose()
-        self._db.close()
-        self._lock.close()
+        if self._batcher is not None:
+            await anyio.to_thread.run_sync(self._batcher.close)
+        self.caches.close()
+        self.stores.close()
 
     def readiness(self) -> Readiness:
-        try:
-            self._db.connection().execute("SELECT 1").fetchone()
-            database = True
-        except Exception:  # any failure means "not ready"; the probe must answer, not raise
-            database = False
-        return Readiness(database=database, index=self._index_ready, model=self.embedder.dimension > 0)
+        return Readiness(
+            database=self.stores.is_reachable(), index=self._index_ready, model=self.embedder.dimension > 0
+        )
 
     # --- ingestion ----------------------------------------------------------------------------------------
 
@@ -262,6 +268,8 @@ class RagService:
         await anyio.to_thread.run_sync(
             self.store.set_retrieval_overrides, collection, overrides.model_dump(exclude_none=True)
         )
+        found = await anyio.to_thread.run_sync(self.store.get_collection, collection)
+        self.state.changed(found.id)
 
     async def get_document(self, document_id: str) -> tuple[Document, list[Chunk]]:
         document = await anyio.to_thread.run_sync(self.store.get_document, document_id)
@@ -275,6 +283,12 @@ class RagService:
         removed = await anyio.to_thread.run_sync(self.store.delete_document, document_id)
         for index_id, chunk_ids in removed.items():
             await anyio.to_thread.run_sync(self.index.delete, index_id, chunk_ids)
+        await anyio.to_thread.run_sync(self._documents_changed, [document_id])
+
+    def _documents_changed(self, document_ids: Sequence[str]) -> None:
+        """Answers built from these documents are stale now (the pipeline calls this after each write)."""
+        if self.caches.answers is not None:
+            self.caches.answers.invalidate_documents(document_ids)
 
     async def sync(
         self,
@@ -313,12 +327,71 @@ class RagService:
 
     async def answer(self, question: str, k: int | None, collection: str | None, filters: Metadata | None) -> Answer:
         with start_span("ragserve.answer"):
+            key = await self._answer_key(question, k, collection, filters)
+            cached = await self._cached_answer(key)
+            if cached is not None:
+                return cached
             hits = await self._contexts(question, k, collection, filters)
+            generations = await self._generations(key, hits)
             with timed("generate"):
                 answer = await self.generator.generate(question.strip(), hits.hits)
         ANSWERS.labels(generator=answer.generator, abstained=str(answer.abstained).lower()).inc()
         self.judge.submit(question, answer, hits.hits)
+        await self._remember(key, answer, hits, generations)
         return answer
+
+    async def _answer_key(
+        self, question: str, k: int | None, collection: str | None, filters: Metadata | None
+    ) -> str | None:
+        """None when answers are not cached, or the collection does not exist yet."""
+        if self.caches.answers is None:
+            return None
+        name = collection or self.settings.default_collection
+        try:
+            collection_id = await anyio.to_thread.run_sync(self.state.collection_id, name)
+            route = await anyio.to_thread.run_sync(self.state.route, collection_id)
+        except NotFoundError:
+            return None
+        search_filters = SearchFilters.from_mapping(filters)
+        return answer_key(question, name, k or self.settings.answer.k, search_filters, route, self._generation_id)
+
+    async def _cached_answer(self, key: str | None) -> Answer | None:
+        if key is None or self.caches.answers is None:
+            return None
+        try:
+            cached = await anyio.to_thread.run_sync(self.caches.answers.get, key)
+        except Exception:  # a cache outage must cost a cache miss, not the answer
+            logger.exception("answer cache lookup failed")
+            cached = None
+        ANSWER_CACHE.labels(result="hit" if cached is not None else "miss").inc()
+        return cached
+
+    async def _generations(self, key: str | None, hits: SearchResult) -> list[int] | None:
+        if key is None or self.caches.answers is None:
+            return None
+        try:
+            documents = [hit.document_id for hit in hits.hits]
+            return await anyio.to_thread.run_sync(self.caches.answers.generations, documents)
+        except Exception:
+            logger.exception("answer cache lookup failed")
+            return None
+
+    async def _remember(
+        self, key: str | None, answer: Answer, hits: SearchResult, generations: list[int] | None
+    ) -> None:
+        if key is None or generations is None or self.caches.answers is None or hits.degraded:
+            return
+        try:
+            documents = [hit.document_id for hit in hits.hits]
+            await anyio.to_thread.run_sync(self.caches.answers.put, key, answer, documents, generations)
+        except Exception:
+            logger.exception("could not cache an answer")
+
+    @property
+    def _generation_id(self) -> str:
+        """What answers are made with: the providers in order, the prompt version and the answer settings."""
+        providers = [(p.name, p.kind, p.model, p.base_url) for p in self.settings.llm.providers]
+        return json.dumps([providers, PROMPT_VERSION, self.settings.answer.model_dump()], default=str)
 
     async def stream_answer(
         self, question: str, k: int | None, collection: str | None, filters: Metadata | None
@@ -327,19 +400,28 @@ class RagService:
         span = open_span("ragserve.answer")  # ended by the stream, which outlives this call
         try:
             with use_span(span, record_exception=True, set_status_on_exception=True):
+                key = await self._answer_key(question, k, collection, filters)
+                cached = await self._cached_answer(key)
+                if cached is not None:
+                    span.end()
+                    return _replay(cached)
                 hits = await self._contexts(question, k, collection, filters)
+                generations = await self._generations(key, hits)
         except BaseException:
             span.end()
             raise
-        return self._stream(question.strip(), hits, span)
+        return self._stream(question.strip(), hits, span, key, generations)
 
-    async def _stream(self, question: str, hits: SearchResult, span: Span) -> AsyncIterator[AnswerDelta | Answer]:
+    async def _stream(
+        self, question: str, hits: SearchResult, span: Span, key: str | None, generations: list[int] | None
+    ) -> AsyncIterator[AnswerDelta | Answer]:
         generate = open_span("ragserve.generate", parent=span)
         try:
             async for item in self.generator.stream(question, hits.hits):
                 if isinstance(item, Answer):
                     ANSWERS.labels(generator=item.generator, abstained=str(item.abstained).lower()).inc()
                     self.judge.submit(question, item, hits.hits)
+                    await self._remember(key, item, hits, generations)
                 yield item
         finally:
             generate.end()
@@ -357,6 +439,12 @@ class RagService:
             "hybrid",
         )
         return await self.search(query)
+
+
+async def _replay(answer: Answer) -> AsyncIterator[AnswerDelta | Answer]:
+    """A cached answer as a stream: its text in one piece, then the answer."""
+    yield AnswerDelta(answer.text)
+    yield answer
 
 
 def _request_hash(inputs: Sequence[DocumentInput]) -> str:

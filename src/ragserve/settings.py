@@ -41,6 +41,26 @@ class EmbeddingSettings(BaseModel):
     cache_dir: Path | None = Field(
         default=None, description="where the built ONNX model is kept; default data_dir/models"
     )
+    micro_batching: bool = Field(
+        default=False,
+        description="merge concurrent embedding calls into batches, queries first (bench/README.md)",
+    )
+    batch_window_ms: float = Field(
+        default=10.0, ge=0.0, le=50.0, description="longest a queued text waits for others to join its batch"
+    )
+    max_batch: int = Field(default=64, ge=1, description="texts in one micro-batch of queries")
+    max_document_batch: int = Field(
+        default=4, ge=1, description="texts in one micro-batch of documents: the longest a query waits behind"
+    )
+
+    @model_validator(mode="after")
+    def _check_batches(self) -> EmbeddingSettings:
+        if self.max_document_batch > self.max_batch:
+            raise ValueError(
+                f"embedding.max_document_batch ({self.max_document_batch}) exceeds "
+                f"embedding.max_batch ({self.max_batch})"
+            )
+        return self
 
 
 class ChunkingSettings(BaseModel):
@@ -230,6 +250,26 @@ class QueueSettings(BaseModel):
         return self
 
 
+class RedisSettings(BaseModel):
+    """Redis for state shared by replicas: the answer cache and the invalidation of in-process caches."""
+
+    url: SecretStr | None = Field(default=None, description="e.g. redis://redis:6379/0; unset: no Redis")
+    key_prefix: str = Field(default="ragserve", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+class CacheSettings(BaseModel):
+    """The answer cache: exact questions (normalised) per collection, k, filters, index route and generator;
+    an answer is dropped when any document it was built from changes, and after ``answer_ttl_seconds``.
+    It lives in Redis when ``redis.url`` is set, else in this process (refused with a shared PostgreSQL store
+    and no Redis: other processes' writes could not invalidate it). ``state_ttl_seconds`` bounds how long a
+    replica may use a collection's cached route and settings after a change it missed."""
+
+    answers: bool = True
+    answer_ttl_seconds: float = Field(default=3600.0, gt=0)
+    answer_max_entries: int = Field(default=10_000, ge=1, description="in-process cache only")
+    state_ttl_seconds: float = Field(default=5.0, ge=0)
+
+
 class IndexVersionSettings(BaseModel):
     """Index versions: a promotion is refused when the candidate's nDCG@10 on the collection's golden set is
     more than ``promote_margin`` below the active version's (unless forced)."""
@@ -284,6 +324,8 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     index: IndexVersionSettings = IndexVersionSettings()
     queue: QueueSettings = QueueSettings()
+    redis: RedisSettings = RedisSettings()
+    cache: CacheSettings = CacheSettings()
     llm: LLMSettings = LLMSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from ragserve.domain import DocumentInput, IndexConfig, JobError, JobStatus
+from ragserve.stores.postgres_db import PostgresDatabase, VectorIndexSpec, migrate
+from ragserve.stores.postgres_jobs import PostgresJobStore
 from ragserve.stores.protocol import LeasedJobStore
 from ragserve.stores.sqlite_db import SqliteDatabase
 from ragserve.stores.sqlite_jobs import OutboxPolicy, SqliteJobStore
@@ -18,17 +20,24 @@ CONFIG = IndexConfig(max_tokens=200, overlap_tokens=40, model="test-model")
 POLICY = OutboxPolicy(items_per_message=2, small_job_items=2)
 
 
-def _sqlite(tmp_path: Path) -> tuple[LeasedJobStore, Callable[[], None]]:
+def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[LeasedJobStore, Callable[[], None]]:
     db = SqliteDatabase(tmp_path / "db.sqlite3")
     return SqliteJobStore(db, CONFIG, POLICY), db.close
 
 
-LEASED_BACKENDS = {"sqlite": _sqlite}
+def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[LeasedJobStore, Callable[[], None]]:
+    url = request.getfixturevalue("postgres_url")  # a database of this test's own
+    migrate(url, VectorIndexSpec(dimension=4))
+    db = PostgresDatabase(url)
+    return PostgresJobStore(db, CONFIG, POLICY), db.close
+
+
+LEASED_BACKENDS = {"sqlite": _sqlite, "postgres": _postgres}
 
 
 @pytest.fixture(params=sorted(LEASED_BACKENDS))
 def jobs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LeasedJobStore]:
-    store, close = LEASED_BACKENDS[request.param](tmp_path)
+    store, close = LEASED_BACKENDS[request.param](request, tmp_path)
     yield store
     close()
 

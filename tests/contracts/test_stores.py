@@ -1,5 +1,5 @@
-"""Contract tests of the storage seams. Every backend runs the same tests; today the embedded SQLite one.
-A server backend joins by adding its factory to ``BACKENDS``."""
+"""Contract tests of the storage seams. Every backend runs the same tests: the embedded SQLite one and
+PostgreSQL (``tests/postgres.py`` provides the server). A backend joins by adding its factory to ``BACKENDS``."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ from ragserve.domain import (
 )
 from ragserve.errors import ConflictError, IndexVersionsChangedError, InvalidRequestError, NotFoundError
 from ragserve.stores.analyzer import analyze
+from ragserve.stores.postgres import PostgresStore
+from ragserve.stores.postgres_db import PostgresDatabase, VectorIndexSpec, migrate
+from ragserve.stores.postgres_jobs import PostgresJobStore
+from ragserve.stores.postgres_versions import PostgresIndexVersions
 from ragserve.stores.protocol import ChunkChanges, DocumentFingerprint, DocumentWrite, StagedItem
 from ragserve.stores.sqlite import SqliteStore
 from ragserve.stores.sqlite_db import SqliteDatabase
@@ -34,22 +38,33 @@ CONFIG = IndexConfig(max_tokens=200, overlap_tokens=40, model="test-model")
 
 class Backend:
     def __init__(
-        self, store: SqliteStore, jobs: SqliteJobStore, versions: SqliteIndexVersions, close: Callable[[], None]
+        self,
+        store: SqliteStore | PostgresStore,
+        jobs: SqliteJobStore | PostgresJobStore,
+        versions: SqliteIndexVersions | PostgresIndexVersions,
+        close: Callable[[], None],
     ) -> None:
         self.store, self.jobs, self.versions, self.close = store, jobs, versions, close
 
 
-def _sqlite(tmp_path: Path) -> Backend:
+def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     db = SqliteDatabase(tmp_path / "db.sqlite3")
     return Backend(SqliteStore(db, CONFIG), SqliteJobStore(db, CONFIG), SqliteIndexVersions(db), db.close)
 
 
-BACKENDS = {"sqlite": _sqlite}
+def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    url = request.getfixturevalue("postgres_url")  # a database of this test's own
+    migrate(url, VectorIndexSpec(dimension=4))
+    db = PostgresDatabase(url)
+    return Backend(PostgresStore(db, CONFIG), PostgresJobStore(db, CONFIG), PostgresIndexVersions(db), db.close)
+
+
+BACKENDS = {"sqlite": _sqlite, "postgres": _postgres}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    made = BACKENDS[request.param](tmp_path)
+    made = BACKENDS[request.param](request, tmp_path)
     yield made
     made.close()
 

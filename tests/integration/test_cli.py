@@ -75,8 +75,8 @@ def test_eval_on_the_scifact_slice(env: Path) -> None:
 
 
 def test_a_second_process_on_the_same_data_dir_is_refused(env: Path) -> None:
-    from ragserve.service import lock_data_dir
     from ragserve.settings import Settings
+    from ragserve.stores.factory import lock_data_dir
 
     handle = lock_data_dir(Settings())
     try:

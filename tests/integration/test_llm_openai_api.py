@@ -65,6 +65,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> I
                 "RAGSERVE_LLM__PROVIDERS": json.dumps(providers),
                 "RAGSERVE_LLM__BREAKER__RESET_TIMEOUT_SECONDS": "0.5",
                 "RAGSERVE_LLM__RETRY__MAX_ATTEMPTS": "2",
+                "RAGSERVE_CACHE__ANSWERS": "false",  # these tests are about generating, again and again
             }
             port = free_port()
             server = start_server(work / "data", port, model_cache, work / "ragserve.log", env)

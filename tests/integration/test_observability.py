@@ -68,7 +68,11 @@ def wait_until(condition: Callable[[], bool], timeout_seconds: float = 30.0) -> 
 
 def with_llm(make_settings: Callable[..., Settings], canned: CannedLLM, **observability: object) -> Settings:
     provider = {"name": "canned", "kind": "openai_compat", "base_url": canned.base_url, "model": "m"}
-    return make_settings(llm={"providers": [provider], "retry": {"max_attempts": 1}}, observability=observability)
+    return make_settings(
+        llm={"providers": [provider], "retry": {"max_attempts": 1}},
+        observability=observability,
+        cache={"answers": False},  # every answer must be generated (and judged)
+    )
 
 
 # --- traces ------------------------------------------------------------------------------------------------
@@ -253,7 +257,7 @@ def test_ready_sheds_load_above_max_in_flight(make_settings: Callable[..., Setti
 
 def test_ready_is_503_naming_the_database_when_it_is_closed(client: TestClient) -> None:
     assert client.get("/ready").status_code == 200
-    client.app.state.service._db.close()  # what an unreachable database looks like to the service
+    client.app.state.service.stores.close()  # what an unreachable database looks like to the service
     response = client.get("/ready")
     assert response.status_code == 503
     assert response.json()["failed"] == ["database"]

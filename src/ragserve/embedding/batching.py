@@ -1,13 +1,14 @@
 """Dynamic micro-batching: concurrent ``embed`` calls from many threads merged into few model runs.
 
 ``MicroBatcher`` wraps another ``Embedder`` and implements the same Protocol. Callers put their texts on a
-queue and block on futures; one batching thread takes up to ``max_batch`` texts of one kind, runs the wrapped
-model once and hands each caller its rows. Query texts are always taken before document texts, and document
-calls are cut into pieces of at most ``max_batch`` texts, so a query waits behind at most one document batch.
+queue and block on futures; one batching thread takes texts of one kind (the wrapped ``embed`` takes one),
+runs the wrapped model once and hands each caller its rows. Queued query texts are always taken before
+document texts. Document calls are cut into pieces of at most ``max_document_batch`` texts, the size of a
+document batch: a query arriving behind a long ingestion run waits for at most that one batch.
 
-The window: a batch waits up to ``window_ms`` after its oldest text arrived for more texts, but only while
-the batcher is busy (it finished a batch within the last window). Texts reaching an idle batcher are run at
-once: a lone query on a quiet service pays no window (``bench/micro_batching.py``).
+The window: when more than one call is queued, the batch waits until its oldest text has waited
+``window_ms`` (or the batch is full) for more to join. A call that finds nothing else queued runs at once,
+so a lone query on a quiet service pays no window at all (measured in ``bench/micro_batching.py``).
 """
 
 from __future__ import annotations
@@ -31,20 +32,21 @@ _PRIORITY: tuple[EmbedKind, ...] = ("query", "document")
 
 @dataclass(slots=True)
 class _Piece:
-    """Up to ``max_batch`` consecutive texts of one call, answered through ``future``."""
+    """Consecutive texts of one call, at most one batch of them, answered through ``future``."""
 
     texts: Sequence[str]
     arrived: float = field(default_factory=time.monotonic)
     future: Future[Vectors] = field(default_factory=Future)
+    call: list[_Piece] = field(default_factory=list)  # every piece of the same call, this one included
 
 
 class MicroBatcher:
     """An ``Embedder`` that batches concurrent calls to ``inner`` in one background thread, queries first.
 
-    ``window_ms`` (0..50) is the longest a text waits for company while the batcher is busy; ``max_batch``
-    caps the texts of one model run. Vectors equal ``inner``'s for the same texts. ``embed`` raises
-    ``EmbeddingError`` when the model run that held its texts failed or the batcher was closed;
-    ``ValueError`` for a setting out of range. ``close()`` stops the thread; it never closes ``inner``.
+    ``window_ms`` (0..50) is the longest a queued text waits for others to join its batch; ``max_batch``
+    caps the texts of a query batch, ``max_document_batch`` those of a document batch. Vectors equal
+    ``inner``'s. ``embed`` raises ``EmbeddingError`` when the model run holding its texts failed or the
+    batcher is closed; ``ValueError`` for a setting out of range. ``close()`` never closes ``inner``.
     """
 
     def __init__(
@@ -77,6 +79,12 @@ class MicroBatcher:
     def dimension(self) -> int:
         return self._inner.dimension
 
+    @property
+    def queued_texts(self) -> int:
+        """Texts waiting for a batch now; those of the batch being run are not counted."""
+        with self._changed:
+            return sum(len(piece.texts) for queue in self._queues.values() for piece in queue)
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """The wrapped embedder's count, called directly: tokenising needs no batching."""
         return self._inner.count_tokens(texts)
@@ -90,6 +98,8 @@ class MicroBatcher:
             return np.zeros((0, self._inner.dimension), dtype=np.float32)
         size = self._max_texts[kind]
         pieces = [_Piece(texts[i : i + size]) for i in range(0, len(texts), size)]
+        for piece in pieces:
+            piece.call = pieces
         with self._changed:
             if self._is_closed:
                 raise EmbeddingError("the embedding batcher is closed")
@@ -97,8 +107,7 @@ class MicroBatcher:
             self._changed.notify()
         try:
             rows = [piece.future.result() for piece in pieces]
-        except EmbeddingError:
-            # Pieces not taken yet are dropped rather than embedded for nobody.
+        except BaseException:
             for piece in pieces:
                 piece.future.cancel()
             raise
@@ -116,8 +125,7 @@ class MicroBatcher:
         for piece in pending:
             if piece.future.set_running_or_notify_cancel():
                 piece.future.set_exception(EmbeddingError("the embedding batcher was closed before this call ran"))
-        if threading.current_thread() is not self._thread:
-            self._thread.join()
+        self._thread.join()
 
     def _serve(self) -> None:
         while (batch := self._next_batch()) is not None:
@@ -153,7 +161,7 @@ class MicroBatcher:
         return queue[0].arrived + self._window_seconds - time.monotonic()
 
     def _take(self, kind: EmbedKind) -> list[_Piece]:
-        """Whole pieces of ``kind``, oldest first, up to ``max_batch`` texts; skips pieces their caller gave up."""
+        """Whole pieces of ``kind``, oldest first, up to a batch of texts; skips pieces their caller gave up."""
         queue = self._queues[kind]
         batch: list[_Piece] = []
         size = 0
@@ -178,6 +186,9 @@ class MicroBatcher:
                 error = EmbeddingError(f"embedding a batch of {len(texts)} texts failed: {exc}")
                 error.__cause__ = exc
                 piece.future.set_exception(error)
+                # The rest of a failed call is dropped, not embedded for nobody: ``_take`` skips cancelled pieces.
+                for sibling in piece.call:
+                    sibling.future.cancel()
             return
         start = 0
         for piece in batch:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,8 +80,10 @@ class IngestPipeline:
         cache: EmbeddingCache,
         index: VectorIndex,
         embedder: Embedder,
+        on_documents_changed: Callable[[Sequence[str]], None] | None = None,
     ) -> None:
         self._jobs = jobs
+        self._on_changed = on_documents_changed
         self._documents = documents
         self._versions = versions
         self._index = index
@@ -169,6 +171,11 @@ class IngestPipeline:
             return
         for index_id, change in changes.items():
             apply_changes(self._index, index_id, change)
+        if self._on_changed is not None:
+            try:
+                self._on_changed([p.item.document_id])
+            except Exception:  # the document is written; a stale cache entry expires with its TTL
+                logger.exception("could not signal the change of document %s", p.item.document_id)
         INGEST_DOCUMENTS.labels(outcome="succeeded").inc()
         INGEST_CHUNKS.inc(sum(len(c.added) for c in changes.values()))
 

@@ -37,6 +37,7 @@ INGEST_DOCUMENTS = Counter(
     "ragserve_ingest_documents_total", "Documents processed by ingestion, by outcome.", ["outcome"]
 )
 INGEST_CHUNKS = Counter("ragserve_ingest_chunks_total", "Chunks written by ingestion.")
+ANSWER_CACHE = Counter("ragserve_answer_cache_lookups_total", "Answer cache lookups by result.", ["result"])
 EMBEDDING_CACHE = Counter("ragserve_embedding_cache_lookups_total", "Embedding cache lookups by result.", ["result"])
 RETRIEVAL_DEGRADED = Counter(
     "ragserve_retrieval_degraded_total",

@@ -21,13 +21,13 @@ from ragserve.observability.metrics import (
     timed,
 )
 from ragserve.retrieval.fusion import Scored, rrf_fusion, zscore_fusion
+from ragserve.retrieval.state import CollectionState
 from ragserve.settings import RetrievalOverrides, RetrievalSettings
 from ragserve.stores.analyzer import analyze
 from ragserve.stores.protocol import (
     ChunkStore,
     CollectionSettingsStore,
     DocumentStore,
-    IndexVersionStore,
     KeywordIndex,
     VectorIndex,
 )
@@ -80,14 +80,14 @@ class Retriever:
     def __init__(
         self,
         store: SearchStore,
-        versions: IndexVersionStore,
+        state: CollectionState,
         index: VectorIndex,
         embedder: Embedder,
         settings: RetrievalSettings,
         default_collection: str,
     ) -> None:
         self._store = store
-        self._versions = versions
+        self.state = state
         self._index = index
         self._embedder = embedder
         self._settings = settings
@@ -97,7 +97,7 @@ class Retriever:
 
     def settings_for(self, collection_id: str) -> RetrievalSettings:
         """The service-wide retrieval settings with the collection's own overrides applied."""
-        overrides = self._store.get_retrieval_overrides(collection_id)
+        overrides = self.state.overrides(collection_id)
         if not overrides:
             return self._settings
         return RetrievalOverrides.model_validate(overrides).apply(self._settings)
@@ -105,13 +105,13 @@ class Retriever:
     def search(self, query: SearchQuery) -> SearchResult:
         name = query.collection or self._default_collection
         try:
-            collection_id = self._store.get_collection(name).id
+            collection_id = self.state.collection_id(name)
         except NotFoundError:
             if query.collection is not None and query.collection != self._default_collection:
                 raise
             return SearchResult(hits=(), mode=query.mode or self._settings.default_mode)
         # The route is read once: both halves and the hits of this query come from one index version.
-        version = choose_version(self._versions.index_route(collection_id))
+        version = choose_version(self.state.route(collection_id))
         INDEX_QUERIES.labels(collection=name, version=str(version.version)).inc()
         mode: SearchMode = query.mode or self.settings_for(collection_id).default_mode
         RETRIEVAL_QUERY_LENGTH.observe(self._embedder.count_tokens([query.text])[0])
@@ -174,8 +174,10 @@ class Retriever:
         with timed("embed"):
             vector = self._embedder.embed([text], kind="query")[0]
         with timed("dense"):
-            allowed = self._store.chunk_ids(index_id, filters) if filters else None
-            scored = self._index.search(index_id, vector, k, allowed)
+            if filters:
+                scored = self._index.search_filtered(index_id, vector, k, filters, self._store)
+            else:
+                scored = self._index.search(index_id, vector, k)
         if scored:
             RETRIEVAL_TOP_SIMILARITY.observe(scored[0][1])
         return scored

@@ -126,6 +126,12 @@ class HnswVectorIndex:
                 return self._walk(graph, q, min(k, len(allowed)), allowed_set.__contains__, allowed)
             return self._walk(graph, q, min(k, len(graph.live)), None, None)
 
+    def search_filtered(
+        self, collection_id: str, query: Vectors, k: int, filters: SearchFilters, chunks: ChunkStore
+    ) -> list[tuple[int, float]]:
+        """The graph knows no metadata: the store says which chunks pass ``filters``."""
+        return self.search(collection_id, query, k, chunks.chunk_ids(collection_id, filters))
+
     def _walk(
         self,
         graph: _CollectionGraph,

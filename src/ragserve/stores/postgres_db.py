@@ -99,9 +99,7 @@ def migrate(url: str, spec: VectorIndexSpec) -> None:
     """Upgrade the schema to alembic's head and make sure the vector index of ``spec`` exists, holding the
     migration lock throughout. Raises ``StoreError`` (also when the database keeps vectors of another
     dimension than ``spec.dimension``)."""
-    engine = sqlalchemy.create_engine(
-        "postgresql+psycopg://", creator=lambda: psycopg.connect(url), poolclass=NullPool
-    )
+    engine = sqlalchemy.create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(url), poolclass=NullPool)
     try:
         with translated_errors("migrating the PostgreSQL schema"), engine.begin() as conn:
             # A transaction-scoped lock: released by the commit (or by the rollback of a failed migration).
@@ -119,9 +117,7 @@ def migrate(url: str, spec: VectorIndexSpec) -> None:
 
 def _check_dimension(conn: sqlalchemy.Connection, dimension: int) -> None:
     stored = conn.execute(
-        sqlalchemy.text(
-            "SELECT atttypmod FROM pg_attribute WHERE attrelid = 'chunks'::regclass AND attname = 'vector'"
-        )
+        sqlalchemy.text("SELECT atttypmod FROM pg_attribute WHERE attrelid = 'chunks'::regclass AND attname = 'vector'")
     ).scalar_one()
     if int(stored) != dimension:
         raise StoreError(

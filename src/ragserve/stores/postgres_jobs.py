@@ -83,8 +83,9 @@ class PostgresJobStore:
                         raise ConflictError("this Idempotency-Key was already used with a different request")
                     return self._job(conn, str(row[1]))
             conn.execute(
-                "INSERT INTO jobs(id, kind, stage, total, created_at, updated_at) VALUES (%s, 'ingest', %s, %s, %s, %s)",
-                (job_id, "queued", len(inputs), now, now),
+                "INSERT INTO jobs(id, kind, stage, total, created_at, updated_at) "
+                "VALUES (%s, 'ingest', 'queued', %s, %s, %s)",
+                (job_id, len(inputs), now, now),
             )
             rows = [
                 (job_id, seq, self._stage_document(conn, item, now), encode_input(item))

@@ -1,8 +1,8 @@
 """Search-side SQL of the PostgreSQL store: metadata filters and Okapi BM25 over the postings table.
 
 BM25 is computed as SQLite FTS5's ``bm25()`` computes it, so that both backends rank alike: k1 = 1.2, b = 0.75,
-IDF = ln((N - n + 0.5) / (n + 0.5)) floored at 1e-6, a term's frequency weighted per column (title ×
-``title_weight``, body × 1), and a chunk's length counted over both columns. N, the average length and each
+IDF = ln((N - n + 0.5) / (n + 0.5)) floored at 1e-6, a term's frequency weighted per column (title times
+``title_weight``, body times 1), and a chunk's length counted over both columns. N, the average length and each
 term's document frequency n are those of one index id (a collection's index version), never the whole table.
 PostgreSQL's own ``ts_rank`` is not BM25 (no IDF, no length normalisation by the average) and ranks worse
 (``bench/postgres_keyword.py`` measures both).
@@ -43,10 +43,16 @@ def metadata_filter(filters: SearchFilters) -> tuple[str, list[object]]:
     return "".join(sql), params
 
 
-def bm25_query(index_id: str, terms: Sequence[str], k: int, filters: SearchFilters, title_weight: float) -> tuple[str, list[object]]:
+def bm25_query(
+    index_id: str, terms: Sequence[str], k: int, filters: SearchFilters, title_weight: float
+) -> tuple[str, list[object]]:
     """The statement and parameters of a BM25 search: up to ``k`` (chunk_id, score) rows, best first."""
     clause, filter_params = metadata_filter(filters)
-    join = f" JOIN chunks c ON c.id = s.chunk_id JOIN documents d ON d.id = c.document_id WHERE true{clause}" if filters else ""
+    join = (
+        f" JOIN chunks c ON c.id = s.chunk_id JOIN documents d ON d.id = c.document_id WHERE true{clause}"
+        if filters
+        else ""
+    )
     sql = (
         "WITH totals AS ("
         "  SELECT chunk_count::float8 AS n, total_terms::float8 / greatest(chunk_count, 1) AS avgdl"
@@ -64,4 +70,3 @@ def bm25_query(index_id: str, terms: Sequence[str], k: int, filters: SearchFilte
         f" SELECT s.chunk_id, s.score FROM scored s{join} ORDER BY s.score DESC, s.chunk_id LIMIT %s"
     )
     return sql, [index_id, float(title_weight), index_id, sorted(set(terms)), *filter_params, k]
-

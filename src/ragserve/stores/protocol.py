@@ -318,6 +318,14 @@ class VectorIndex(Protocol):
         """Up to ``k`` (id, similarity) pairs, best first; with ``allowed_ids`` only those are candidates."""
         ...
 
+    def search_filtered(
+        self, collection_id: str, query: Vectors, k: int, filters: SearchFilters, chunks: ChunkStore
+    ) -> list[tuple[int, float]]:
+        """``search`` among the chunks whose document metadata satisfies ``filters`` (pre-filtering: as many
+        hits as chunks pass, up to ``k``). An index beside the chunks (pgvector) filters in its own query;
+        others take the allowed ids from ``chunks.chunk_ids``."""
+        ...
+
     def flush(self) -> None:
         """Persist whatever changed since the last flush."""
         ...

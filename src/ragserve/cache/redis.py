@@ -1,0 +1,151 @@
+"""Redis-backed caches shared by every replica.
+
+Answers: ``{p}:answer:<key>`` holds an answer; ``{p}:answer-doc:<document id>`` the keys of answers built from
+that document; ``{p}:doc-gen:<document id>`` a counter bumped on every change to the document. An answer is
+stored only if the generations of its documents are those read before it was generated (a Lua script checks
+and writes atomically), so an answer built from a document that changed meanwhile is never cached.
+
+Invalidation: a pub/sub channel per topic; every replica's listener thread calls its local callbacks.
+All keys share one hash tag, so the scripts also work on a Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+import redis
+
+from ragserve.cache.answers import decode_answer, encode_answer
+from ragserve.domain import Answer
+
+logger = logging.getLogger(__name__)
+
+_PUT = """
+local n = (#KEYS - 1) / 2
+for i = 1, n do
+  local generation = redis.call('GET', KEYS[1 + i]) or '0'
+  if generation ~= ARGV[2 + i] then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+for i = 1, n do
+  redis.call('SADD', KEYS[1 + n + i], KEYS[1])
+  redis.call('EXPIRE', KEYS[1 + n + i], ARGV[2])
+end
+return 1
+"""
+
+_INVALIDATE = """
+local n = #KEYS / 2
+local dropped = 0
+for i = 1, n do
+  redis.call('INCR', KEYS[i])
+  redis.call('EXPIRE', KEYS[i], ARGV[1])
+  local answers = redis.call('SMEMBERS', KEYS[n + i])
+  for _, key in ipairs(answers) do dropped = dropped + redis.call('DEL', key) end
+  redis.call('DEL', KEYS[n + i])
+end
+return dropped
+"""
+
+
+def connect(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=30)
+
+
+class RedisAnswerCache:
+    """Implements ``AnswerCache``."""
+
+    def __init__(self, client: redis.Redis, prefix: str, ttl_seconds: float) -> None:
+        self._client = client
+        self._p = "{" + prefix + "}"
+        self._ttl = max(1, int(ttl_seconds))
+        self._put = client.register_script(_PUT)
+        self._invalidate = client.register_script(_INVALIDATE)
+
+    def _gen_keys(self, document_ids: Sequence[str]) -> list[str]:
+        return [f"{self._p}:doc-gen:{d}" for d in document_ids]
+
+    def generations(self, document_ids: Sequence[str]) -> list[int]:
+        if not document_ids:
+            return []
+        values = cast(list[bytes | None], self._client.mget(self._gen_keys(document_ids)))
+        return [int(v) if v is not None else 0 for v in values]
+
+    def get(self, key: str) -> Answer | None:
+        value = cast(bytes | None, self._client.get(f"{self._p}:answer:{key}"))
+        return None if value is None else decode_answer(value)
+
+    def put(self, key: str, answer: Answer, document_ids: Sequence[str], generations: Sequence[int]) -> bool:
+        documents = list(dict.fromkeys(document_ids))
+        expected = dict(zip(document_ids, generations, strict=True))
+        keys = [f"{self._p}:answer:{key}", *self._gen_keys(documents)]
+        keys += [f"{self._p}:answer-doc:{d}" for d in documents]
+        args: list[Any] = [encode_answer(answer), self._ttl, *(str(expected[d]) for d in documents)]
+        return bool(self._put(keys=keys, args=args))
+
+    def invalidate_documents(self, document_ids: Sequence[str]) -> int:
+        documents = list(dict.fromkeys(document_ids))
+        if not documents:
+            return 0
+        keys = [*self._gen_keys(documents), *(f"{self._p}:answer-doc:{d}" for d in documents)]
+        # Generations outlive the answers they guard.
+        return int(self._invalidate(keys=keys, args=[self._ttl * 2]))
+
+
+class RedisInvalidation:
+    """Implements ``Invalidation`` over Redis pub/sub. A lost connection is retried; what was published
+    meanwhile is missed, so in-process caches also expire on their own (a short TTL bounds the staleness)."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._callbacks: dict[str, list[Callable[[str], None]]] = {}
+        self._lock = threading.Lock()
+        self._pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        self._thread: Any = None
+
+    def _channel(self, topic: str) -> str:
+        return f"{self._prefix}:invalidate:{topic}"
+
+    def publish(self, topic: str, key: str) -> None:
+        self._deliver(topic, key)  # this replica at once, the others through Redis
+        try:
+            self._client.publish(self._channel(topic), key)
+        except redis.RedisError:
+            logger.warning("could not publish an invalidation of %s %s; other replicas rely on expiry", topic, key)
+
+    def subscribe(self, topic: str, callback: Callable[[str], None]) -> None:
+        with self._lock:
+            first = topic not in self._callbacks
+            self._callbacks.setdefault(topic, []).append(callback)
+            if first:
+                self._pubsub.subscribe(**{self._channel(topic): self._on_message})
+            if self._thread is None:
+                self._thread = self._pubsub.run_in_thread(sleep_time=1.0, daemon=True, exception_handler=self._on_error)
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        channel = message["channel"].decode() if isinstance(message["channel"], bytes) else message["channel"]
+        topic = channel.rsplit(":", 1)[1]
+        data = message["data"]
+        self._deliver(topic, data.decode() if isinstance(data, bytes) else str(data))
+
+    def _deliver(self, topic: str, key: str) -> None:
+        for callback in list(self._callbacks.get(topic, ())):
+            try:
+                callback(key)
+            except Exception:
+                logger.exception("an invalidation callback failed")
+
+    @staticmethod
+    def _on_error(exc: BaseException, pubsub: Any, thread: Any) -> None:
+        logger.warning("invalidation listener lost Redis (%s); reconnecting", exc)
+        threading.Event().wait(1.0)
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.stop()
+            self._thread.join(timeout=5)
+        self._pubsub.close()
