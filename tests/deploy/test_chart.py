@@ -39,7 +39,6 @@ PENDING_SETTINGS = {
     ("queue", "backend"),
     ("queue", "ingest_queue"),
     ("queue", "rabbitmq_url"),
-    ("store", "postgres_url"),
     ("redis", "url"),
     ("observability", "otlp_endpoint"),
 }
