@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import re
+import shutil
 import sqlite3
 import tempfile
 import time
@@ -153,6 +154,7 @@ def main() -> None:
         args.out.write_text(text + "\n")
     if server is not None:
         server.cleanup()
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ that tolerate replica lag (the keyword and dense halves of a search, its hits) g
 
 The schema is alembic's (``migrations/``), upgraded by ``migrate`` under a PostgreSQL advisory lock, so that
 replicas starting at once migrate once: the first takes the lock and upgrades, the others wait for it and find
-nothing left to do. psycopg and pool errors become ``StoreError`` here and nowhere else.
+nothing left to do. The first migration creates the ``vector`` extension (pgvector 0.8 or later); where the
+role may not create extensions, an administrator runs ``CREATE EXTENSION vector`` first. psycopg and pool errors
+become ``StoreError`` here and nowhere else.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ Precision = Literal["f32", "f16", "binary"]
 _MIGRATION_LOCK = int.from_bytes(b"ragserve", "big")
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _CONNECT_TIMEOUT_SECONDS = 30.0
+_PGVECTOR_MIN = (0, 8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,10 +112,21 @@ def migrate(url: str, spec: VectorIndexSpec) -> None:
             config.attributes["connection"] = conn
             config.attributes["vector_dimension"] = spec.dimension
             command.upgrade(config, "head")
+            _check_pgvector(conn)
             _check_dimension(conn, spec.dimension)
             _ensure_vector_index(conn, spec)
     finally:
         engine.dispose()
+
+
+def _check_pgvector(conn: sqlalchemy.Connection) -> None:
+    version = conn.execute(sqlalchemy.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar()
+    numbers = tuple(int(part) for part in str(version).split(".")[:2] if part.isdigit())
+    if numbers < _PGVECTOR_MIN:
+        raise StoreError(
+            f"pgvector {version} is installed; ragserve needs {'.'.join(map(str, _PGVECTOR_MIN))} or later "
+            "(iterative index scans, halfvec and bit indexes)"
+        )
 
 
 def _check_dimension(conn: sqlalchemy.Connection, dimension: int) -> None:

@@ -74,7 +74,7 @@ class RabbitmqQueue:
         self._ingestion = ingestion
         self._consumers = consumers
         self.broker = build_broker(settings)
-        self._actor: dramatiq.Actor[Any, int] = dramatiq.Actor(
+        self._actor: dramatiq.Actor[Any, None] = dramatiq.Actor(
             self._run_message,
             broker=self.broker,
             actor_name=ACTOR_NAME,
@@ -88,13 +88,13 @@ class RabbitmqQueue:
         self._stopping = False
         self._depth_at = 0.0
 
-    def _run_message(self, job_id: str, seqs: list[int]) -> int:
+    def _run_message(self, job_id: str, seqs: list[int]) -> None:
         if self._ingestion is None:
             raise RuntimeError("this process publishes ingestion work but does not run it")
         message = CurrentMessage.get_current_message()
         retries = 0 if message is None else int(message.options.get("retries", 0))
         try:
-            return self._ingestion.handle(job_id, seqs, final_attempt=retries >= self._settings.max_retries)
+            self._ingestion.handle(job_id, seqs, final_attempt=retries >= self._settings.max_retries)
         except ItemsLeasedElsewhereError:
             # Come back when a dead holder's lease will have run out.
             raise dramatiq.Retry(delay=int(self._settings.lease_seconds * 500)) from None
