@@ -40,7 +40,6 @@ CONFIGS: list[tuple[str, float, int, int] | None] = [
     None,
     ("on: window 10 ms, documents 4 per batch (defaults)", 10.0, 64, 4),
     ("on: window 0 ms, documents 4 per batch", 0.0, 64, 4),
-    ("on: window 10 ms, documents 1 per batch", 10.0, 64, 1),
     ("on: window 10 ms, documents 64 per batch", 10.0, 64, 64),
 ]
 

@@ -119,6 +119,44 @@ class NewChunk:
     vector: bytes  # float32 little-endian, L2-normalised
 
 
+# --- security ------------------------------------------------------------------------------------------------
+
+Scope: TypeAlias = Literal["query", "ingest", "admin"]
+SCOPES: tuple[Scope, ...] = ("query", "ingest", "admin")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: an API key (``key_id``) or a token's subject, its tenant, groups and scopes."""
+
+    subject: str
+    tenant: str
+    scopes: frozenset[str]
+    groups: tuple[str, ...] = ()
+    key_id: str | None = None
+
+    @property
+    def label(self) -> str:
+        """A name for metrics and logs that is never a secret."""
+        return self.key_id or self.subject
+
+
+ANONYMOUS = Principal(subject="anonymous", tenant="default", scopes=frozenset(SCOPES))
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An API key as stored: never the key itself, only ``id`` (its public part) and a keyed hash."""
+
+    id: str
+    name: str
+    tenant: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
 # --- index versions ----------------------------------------------------------------------------------------
 
 

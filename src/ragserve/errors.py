@@ -4,6 +4,8 @@ RagserveError
 ├── InvalidRequestError            400  bad input the client can fix
 │   ├── EmptyQueryError            400
 │   └── InvalidEncodingError       400
+├── AuthenticationError            401  missing, unknown, expired or revoked credentials
+├── PermissionDeniedError          403  a key or token without the scope the operation needs
 ├── PayloadTooLargeError           413  query, document count or upload over a limit
 ├── UnsupportedMediaTypeError      415  file type no loader handles
 ├── NotFoundError                  404  unknown collection, document or job
@@ -49,6 +51,18 @@ class EmptyQueryError(InvalidRequestError):
 
 class InvalidEncodingError(InvalidRequestError):
     code = "invalid_encoding"
+
+
+class AuthenticationError(RagserveError):
+    """No credentials, or credentials that are not valid (unknown, expired or revoked key; bad token)."""
+
+    code = "unauthorized"
+
+
+class PermissionDeniedError(RagserveError):
+    """Valid credentials without the scope the operation needs."""
+
+    code = "forbidden"
 
 
 class PayloadTooLargeError(RagserveError):

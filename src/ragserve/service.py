@@ -22,6 +22,7 @@ from opentelemetry.trace import Span, use_span
 from ragserve.cache.answers import answer_key
 from ragserve.cache.factory import build_caches
 from ragserve.domain import (
+    ANONYMOUS,
     Answer,
     AnswerDelta,
     Chunk,
@@ -32,6 +33,7 @@ from ragserve.domain import (
     IndexConfig,
     Job,
     Metadata,
+    Principal,
     SearchFilters,
     SearchResult,
 )
@@ -325,23 +327,31 @@ class RagService:
     async def search(self, query: SearchQuery) -> SearchResult:
         return await anyio.to_thread.run_sync(self.retriever.search, self._validated(query))
 
-    async def answer(self, question: str, k: int | None, collection: str | None, filters: Metadata | None) -> Answer:
+    async def answer(
+        self,
+        question: str,
+        k: int | None,
+        collection: str | None,
+        filters: Metadata | None,
+        principal: Principal = ANONYMOUS,
+    ) -> Answer:
+        """``principal`` scopes the answer cache (tenant and groups) and labels LLM token accounting."""
         with start_span("ragserve.answer"):
-            key = await self._answer_key(question, k, collection, filters)
+            key = await self._answer_key(question, k, collection, filters, principal)
             cached = await self._cached_answer(key)
             if cached is not None:
                 return cached
             hits = await self._contexts(question, k, collection, filters)
             generations = await self._generations(key, hits)
             with timed("generate"):
-                answer = await self.generator.generate(question.strip(), hits.hits)
+                answer = await self.generator.generate(question.strip(), hits.hits, principal=principal.label)
         ANSWERS.labels(generator=answer.generator, abstained=str(answer.abstained).lower()).inc()
         self.judge.submit(question, answer, hits.hits)
         await self._remember(key, answer, hits, generations)
         return answer
 
     async def _answer_key(
-        self, question: str, k: int | None, collection: str | None, filters: Metadata | None
+        self, question: str, k: int | None, collection: str | None, filters: Metadata | None, principal: Principal
     ) -> str | None:
         """None when answers are not cached, or the collection does not exist yet."""
         if self.caches.answers is None:
@@ -353,7 +363,10 @@ class RagService:
         except NotFoundError:
             return None
         search_filters = SearchFilters.from_mapping(filters)
-        return answer_key(question, name, k or self.settings.answer.k, search_filters, route, self._generation_id)
+        scope = json.dumps([principal.tenant, sorted(principal.groups)])
+        return answer_key(
+            question, name, k or self.settings.answer.k, search_filters, route, self._generation_id, scope
+        )
 
     async def _cached_answer(self, key: str | None) -> Answer | None:
         if key is None or self.caches.answers is None:
@@ -394,13 +407,18 @@ class RagService:
         return json.dumps([providers, PROMPT_VERSION, self.settings.answer.model_dump()], default=str)
 
     async def stream_answer(
-        self, question: str, k: int | None, collection: str | None, filters: Metadata | None
+        self,
+        question: str,
+        k: int | None,
+        collection: str | None,
+        filters: Metadata | None,
+        principal: Principal = ANONYMOUS,
     ) -> AsyncIterator[AnswerDelta | Answer]:
         """Validates before the first item, so errors surface before a stream starts."""
         span = open_span("ragserve.answer")  # ended by the stream, which outlives this call
         try:
             with use_span(span, record_exception=True, set_status_on_exception=True):
-                key = await self._answer_key(question, k, collection, filters)
+                key = await self._answer_key(question, k, collection, filters, principal)
                 cached = await self._cached_answer(key)
                 if cached is not None:
                     span.end()
@@ -410,14 +428,20 @@ class RagService:
         except BaseException:
             span.end()
             raise
-        return self._stream(question.strip(), hits, span, key, generations)
+        return self._stream(question.strip(), hits, span, key, generations, principal.label)
 
     async def _stream(
-        self, question: str, hits: SearchResult, span: Span, key: str | None, generations: list[int] | None
+        self,
+        question: str,
+        hits: SearchResult,
+        span: Span,
+        key: str | None,
+        generations: list[int] | None,
+        principal: str,
     ) -> AsyncIterator[AnswerDelta | Answer]:
         generate = open_span("ragserve.generate", parent=span)
         try:
-            async for item in self.generator.stream(question, hits.hits):
+            async for item in self.generator.stream(question, hits.hits, principal=principal):
                 if isinstance(item, Answer):
                     ANSWERS.labels(generator=item.generator, abstained=str(item.abstained).lower()).inc()
                     self.judge.submit(question, item, hits.hits)

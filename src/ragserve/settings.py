@@ -250,6 +250,33 @@ class QueueSettings(BaseModel):
         return self
 
 
+class JwtSettings(BaseModel):
+    """Bearer JWTs from an identity provider, verified against its JWKS (fetched from ``jwks_url`` and cached).
+    Claims map to the principal: ``tenant_claim``, ``groups_claim``, and ``scopes_claim`` (a space-separated
+    string or a list of ``query``, ``ingest``, ``admin``)."""
+
+    jwks_url: str | None = None
+    issuer: str | None = None
+    audience: str | None = None
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    tenant_claim: str = "tenant"
+    groups_claim: str = "groups"
+    scopes_claim: str = "scope"
+    leeway_seconds: float = Field(default=30.0, ge=0)
+
+
+class AuthSettings(BaseModel):
+    """Authentication. ``enabled`` unset: on unless the server listens on loopback only; ``false`` turns it
+    off anywhere (then every caller is an anonymous admin: only behind another gate)."""
+
+    enabled: bool | None = None
+    key_pepper: SecretStr | None = Field(
+        default=None, description="HMAC key for stored API key hashes; unset: a random one kept in the data dir"
+    )
+    key_cache_seconds: float = Field(default=10.0, ge=0, description="how long a verified key is trusted")
+    jwt: JwtSettings = JwtSettings()
+
+
 class RedisSettings(BaseModel):
     """Redis for state shared by replicas: the answer cache and the invalidation of in-process caches."""
 
@@ -325,6 +352,7 @@ class Settings(BaseSettings):
     index: IndexVersionSettings = IndexVersionSettings()
     queue: QueueSettings = QueueSettings()
     redis: RedisSettings = RedisSettings()
+    auth: AuthSettings = AuthSettings()
     cache: CacheSettings = CacheSettings()
     llm: LLMSettings = LLMSettings()
     observability: ObservabilitySettings = ObservabilitySettings()

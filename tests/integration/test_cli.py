@@ -123,3 +123,21 @@ def test_index_commands_against_a_running_server(tmp_path: Path, model_cache: Pa
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_keys_commands(env: Path) -> None:
+    runner = CliRunner()
+    created = runner.invoke(app, ["keys", "create", "--tenant", "acme", "--scopes", "query,ingest", "--name", "ci"])
+    assert created.exit_code == 0, created.output
+    secret = created.output.splitlines()[0].strip()
+    assert secret.startswith("rsk_")
+    key_id = secret.split("_")[1]
+    listed = runner.invoke(app, ["keys", "list"])
+    assert key_id in listed.output
+    assert secret not in listed.output
+    assert "query,ingest" in listed.output
+    assert runner.invoke(app, ["keys", "revoke", key_id]).exit_code == 0
+    assert runner.invoke(app, ["keys", "revoke", "000000000000"]).exit_code == 1
+    bad = runner.invoke(app, ["keys", "create", "--tenant", "acme", "--scopes", "root"])
+    assert bad.exit_code == 1
+    assert "scopes must be" in bad.output

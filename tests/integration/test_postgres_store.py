@@ -79,7 +79,7 @@ def test_replicas_starting_together_migrate_once(postgres_url: str) -> None:
     # Without the advisory lock the second CREATE TABLE of the same schema fails.
     assert errors == []
     with psycopg.connect(postgres_url) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
 
 
 def test_a_database_of_another_dimension_is_refused(postgres_url: str) -> None:

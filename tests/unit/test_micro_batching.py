@@ -25,8 +25,8 @@ WAIT_SECONDS = 10.0
 
 
 class RecordingEmbedder:
-    """A fake model: a fixed vector per text, every batch recorded; ``hold()`` makes runs wait for ``release()``,
-    and a batch holding a text of ``poison`` raises."""
+    """A fake model: a fixed vector per text, every batch recorded; ``hold(kind)`` makes runs of that kind wait
+    for ``release(kind)``, and a batch holding a text of ``poison`` raises."""
 
     model_id = "recording"
     dimension = 8
@@ -34,20 +34,20 @@ class RecordingEmbedder:
     def __init__(self) -> None:
         self.batches: list[tuple[EmbedKind, list[str]]] = []
         self.poison: set[str] = set()
-        self.running = threading.Event()
-        self._gate = threading.Event()
-        self._gate.set()
+        self._gates: dict[EmbedKind, threading.Event] = {"query": threading.Event(), "document": threading.Event()}
+        self.release("query", "document")
 
-    def hold(self) -> None:
-        self._gate.clear()
+    def hold(self, *kinds: EmbedKind) -> None:
+        for kind in kinds:
+            self._gates[kind].clear()
 
-    def release(self) -> None:
-        self._gate.set()
+    def release(self, *kinds: EmbedKind) -> None:
+        for kind in kinds:
+            self._gates[kind].set()
 
     def embed(self, texts: Sequence[str], kind: EmbedKind = "document") -> Vectors:
         self.batches.append((kind, list(texts)))
-        self.running.set()
-        assert self._gate.wait(WAIT_SECONDS), "the test never released the model"
+        assert self._gates[kind].wait(WAIT_SECONDS), "the test never released the model"
         if self.poison & set(texts):
             raise EmbeddingError("the model failed")
         return np.stack([vector_of(text) for text in texts]) if texts else np.zeros((0, 8), np.float32)
@@ -84,15 +84,17 @@ def pool() -> Iterator[ThreadPoolExecutor]:
 def batcher(inner: RecordingEmbedder) -> Iterator[MicroBatcher]:
     batcher = MicroBatcher(inner, window_ms=5, max_batch=64, max_document_batch=2)
     yield batcher
-    inner.release()
+    inner.release("query", "document")
     batcher.close()
 
 
-def start_busy(batcher: MicroBatcher, inner: RecordingEmbedder, pool: ThreadPoolExecutor) -> Future[Vectors]:
-    """Occupy the batcher with one document batch that runs until ``inner.release()``."""
-    inner.hold()
-    busy = pool.submit(batcher.embed, ["busy"], "document")
-    assert inner.running.wait(WAIT_SECONDS)
+def start_busy(
+    batcher: MicroBatcher, inner: RecordingEmbedder, pool: ThreadPoolExecutor, kind: EmbedKind
+) -> Future[Vectors]:
+    """Occupy the batching thread of ``kind`` with a batch that runs until ``inner.release(kind)``."""
+    inner.hold(kind)
+    busy = pool.submit(batcher.embed, [f"busy {kind}"], kind)
+    wait_until(lambda: (kind, [f"busy {kind}"]) in inner.batches)
     return busy
 
 
@@ -106,11 +108,11 @@ def test_the_batcher_is_an_embedder(batcher: MicroBatcher, inner: RecordingEmbed
 def test_concurrent_queries_share_one_model_run(
     batcher: MicroBatcher, inner: RecordingEmbedder, pool: ThreadPoolExecutor
 ) -> None:
-    busy = start_busy(batcher, inner, pool)
+    busy = start_busy(batcher, inner, pool, "query")
     queries = [f"query {n}" for n in range(6)]
     calls = [pool.submit(batcher.embed, [query], "query") for query in queries]
     wait_until(lambda: batcher.queued_texts == len(queries))
-    inner.release()
+    inner.release("query")
 
     for query, call in zip(queries, calls, strict=True):
         np.testing.assert_array_equal(call.result(WAIT_SECONDS), vector_of(query)[None, :])
@@ -121,28 +123,49 @@ def test_concurrent_queries_share_one_model_run(
     assert sorted(texts) == queries
 
 
-def test_a_query_runs_before_documents_queued_ahead_of_it(
+def test_a_query_does_not_wait_for_documents_running_or_queued(
     batcher: MicroBatcher, inner: RecordingEmbedder, pool: ThreadPoolExecutor
 ) -> None:
-    busy = start_busy(batcher, inner, pool)
+    busy = start_busy(batcher, inner, pool, "document")
     documents = [f"document {n}" for n in range(6)]
     bulk = pool.submit(batcher.embed, documents, "document")
     wait_until(lambda: batcher.queued_texts == 6)
-    query = pool.submit(batcher.embed, ["late query"], "query")
-    wait_until(lambda: batcher.queued_texts == 7)
-    inner.release()
 
+    np.testing.assert_array_equal(batcher.embed(["late query"], kind="query"), vector_of("late query")[None, :])
+    assert not busy.done()
+    inner.release("document")
     np.testing.assert_array_equal(bulk.result(WAIT_SECONDS), np.stack([vector_of(d) for d in documents]))
-    query.result(WAIT_SECONDS)
     busy.result(WAIT_SECONDS)
-    # The document call was cut into batches of max_document_batch: the query waited for the busy one only.
+    # The document call was cut into batches of max_document_batch, between which queries may go first.
     assert inner.batches == [
-        ("document", ["busy"]),
+        ("document", ["busy document"]),
         ("query", ["late query"]),
         ("document", documents[0:2]),
         ("document", documents[2:4]),
         ("document", documents[4:6]),
     ]
+
+
+def test_no_document_batch_starts_while_a_query_is_queued(
+    batcher: MicroBatcher, inner: RecordingEmbedder, pool: ThreadPoolExecutor
+) -> None:
+    busy_query = start_busy(batcher, inner, pool, "query")
+    busy_document = start_busy(batcher, inner, pool, "document")
+    bulk = pool.submit(batcher.embed, ["document 0", "document 1"], "document")
+    wait_until(lambda: batcher.queued_texts == 2)
+    query = pool.submit(batcher.embed, ["queued query"], "query")
+    wait_until(lambda: batcher.queued_texts == 3)
+
+    inner.release("document")
+    busy_document.result(WAIT_SECONDS)
+    time.sleep(0.05)  # the document thread is free now, yet must not take the documents
+    assert batcher.queued_texts == 3
+    inner.release("query")
+    for call in (busy_query, query, bulk):
+        call.result(WAIT_SECONDS)
+    assert inner.batches.index(("query", ["queued query"])) < inner.batches.index(
+        ("document", ["document 0", "document 1"])
+    )
 
 
 def test_each_caller_gets_its_own_rows(batcher: MicroBatcher, inner: RecordingEmbedder) -> None:
@@ -162,12 +185,13 @@ def test_a_failing_batch_fails_only_its_callers(
     batcher: MicroBatcher, inner: RecordingEmbedder, pool: ThreadPoolExecutor
 ) -> None:
     inner.poison = {"poison"}
-    busy = start_busy(batcher, inner, pool)
+    busy = start_busy(batcher, inner, pool, "query")
     poisoned = pool.submit(batcher.embed, ["poison"], "query")
     neighbour = pool.submit(batcher.embed, ["innocent"], "query")
+    wait_until(lambda: batcher.queued_texts == 2)
     documents = pool.submit(batcher.embed, ["later document"], "document")
     wait_until(lambda: batcher.queued_texts == 3)
-    inner.release()
+    inner.release("query")
 
     for failed in (poisoned, neighbour):
         with pytest.raises(EmbeddingError, match="the model failed"):
@@ -181,23 +205,23 @@ def test_a_failure_drops_the_rest_of_a_split_call(
     batcher: MicroBatcher, inner: RecordingEmbedder, pool: ThreadPoolExecutor
 ) -> None:
     inner.poison = {"d0"}
-    busy = start_busy(batcher, inner, pool)
+    busy = start_busy(batcher, inner, pool, "document")
     bulk = pool.submit(batcher.embed, ["d0", "d1", "d2", "d3", "d4", "d5"], "document")
     wait_until(lambda: batcher.queued_texts == 6)
-    inner.release()
+    inner.release("document")
 
     with pytest.raises(EmbeddingError):
         bulk.result(WAIT_SECONDS)
     busy.result(WAIT_SECONDS)
     batcher.embed(["after"], kind="query")
     # The call's other two batches were dropped, not embedded for a caller who already has its error.
-    assert inner.batches == [("document", ["busy"]), ("document", ["d0", "d1"]), ("query", ["after"])]
+    assert inner.batches == [("document", ["busy document"]), ("document", ["d0", "d1"]), ("query", ["after"])]
 
 
 def test_close_fails_queued_calls_and_later_ones(
     batcher: MicroBatcher, inner: RecordingEmbedder, pool: ThreadPoolExecutor
 ) -> None:
-    busy = start_busy(batcher, inner, pool)
+    busy = start_busy(batcher, inner, pool, "query")
     queued = pool.submit(batcher.embed, ["never run"], "query")
     wait_until(lambda: batcher.queued_texts == 1)
     closing = pool.submit(batcher.close)
@@ -205,12 +229,12 @@ def test_close_fails_queued_calls_and_later_ones(
     with pytest.raises(EmbeddingError, match="closed"):
         queued.result(WAIT_SECONDS)
     assert not closing.done()  # it waits for the batch being run ...
-    inner.release()
+    inner.release("query")
     closing.result(WAIT_SECONDS)
-    np.testing.assert_array_equal(busy.result(WAIT_SECONDS), vector_of("busy")[None, :])  # ... which completes
+    np.testing.assert_array_equal(busy.result(WAIT_SECONDS), vector_of("busy query")[None, :])  # ... to complete
     with pytest.raises(EmbeddingError, match="closed"):
         batcher.embed(["too late"], kind="query")
-    assert inner.batches == [("document", ["busy"])]
+    assert inner.batches == [("query", ["busy query"])]
     batcher.close()  # idempotent
 
 

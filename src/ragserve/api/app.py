@@ -3,6 +3,7 @@ API v1."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,6 +21,7 @@ from ragserve.api.routes import (
     health,
     index_versions,
     jobs,
+    keys,
     search,
     sync,
     ui,
@@ -27,8 +29,11 @@ from ragserve.api.routes import (
 from ragserve.api.routes import openai as openai_compatible
 from ragserve.embedding.protocol import Embedder
 from ragserve.observability.tracing import Tracing
+from ragserve.security.auth import Authenticator, auth_required, load_pepper
 from ragserve.service import RagService
 from ragserve.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 def create_app(
@@ -46,6 +51,11 @@ def create_app(
             with tracing.activate():
                 owned = RagService.open(settings, embedder)
                 await owned.start()
+                app.state.authenticator = Authenticator(
+                    settings.auth, auth_required(settings), owned.stores.keys, load_pepper(settings)
+                )
+                if not app.state.authenticator.enabled and settings.auth.enabled is False:
+                    logger.warning("authentication is turned off: every caller is an anonymous admin")
                 app.state.service = owned
                 try:
                     yield
@@ -67,7 +77,7 @@ def create_app(
         RequestContextMiddleware, max_body_bytes=settings.limits.max_request_bytes, in_flight=app.state.in_flight
     )
     install_error_handlers(app)
-    for module in (documents, jobs, dead_letters, search, answers, collections, sync, index_versions, health, ui):
+    for module in (documents, jobs, dead_letters, search, answers, collections, sync, index_versions, keys, health, ui):
         app.include_router(module.router)
     app.include_router(openai_compatible.router)
     return app

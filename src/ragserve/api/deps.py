@@ -3,12 +3,15 @@ count of requests in flight."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from ragserve.api.middleware import InFlightRequests
+from ragserve.domain import Principal, Scope
 from ragserve.errors import ServiceUnavailableError
+from ragserve.security.auth import Authenticator, check_scope
 from ragserve.service import RagService
 
 
@@ -28,3 +31,32 @@ def get_in_flight(request: Request) -> InFlightRequests:
 
 
 InFlightDep = Annotated[InFlightRequests, Depends(get_in_flight)]
+
+
+def get_principal(request: Request) -> Principal:
+    """The caller, from the ``Authorization`` header (anonymous when authentication is off). Raises
+    ``AuthenticationError``."""
+    authenticator: Authenticator | None = getattr(request.app.state, "authenticator", None)
+    if authenticator is None:
+        raise ServiceUnavailableError("the service is starting")
+    principal = authenticator.authenticate(request.headers.get("authorization"))
+    request.state.principal = principal
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require(scope: Scope) -> Callable[[Principal], Principal]:
+    """A dependency that lets only callers with ``scope`` through (403 otherwise, 401 without credentials)."""
+
+    def check(principal: PrincipalDep) -> Principal:
+        check_scope(principal, scope)
+        return principal
+
+    return check
+
+
+QueryPrincipal = Annotated[Principal, Depends(require("query"))]
+IngestPrincipal = Annotated[Principal, Depends(require("ingest"))]
+AdminPrincipal = Annotated[Principal, Depends(require("admin"))]

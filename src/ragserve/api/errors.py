@@ -14,6 +14,8 @@ from ragserve.observability.metrics import HTTP_ERRORS
 
 _STATUS: dict[type[errors.RagserveError], int] = {
     errors.InvalidRequestError: 400,
+    errors.AuthenticationError: 401,
+    errors.PermissionDeniedError: 403,
     errors.PayloadTooLargeError: 413,
     errors.UnsupportedMediaTypeError: 415,
     errors.NotFoundError: 404,

@@ -1,10 +1,13 @@
 """Dynamic micro-batching: concurrent ``embed`` calls from many threads merged into few model runs.
 
 ``MicroBatcher`` wraps another ``Embedder`` and implements the same Protocol. Callers put their texts on a
-queue and block on futures; one batching thread takes texts of one kind (the wrapped ``embed`` takes one),
-runs the wrapped model once and hands each caller its rows. Queued query texts are always taken before
-document texts. Document calls are cut into pieces of at most ``max_document_batch`` texts, the size of a
-document batch: a query arriving behind a long ingestion run waits for at most that one batch.
+queue per kind and block on futures. Two batching threads, one per kind (the wrapped ``embed`` takes one
+kind per call), each take a batch from their queue, run the wrapped model once and hand each caller its rows.
+
+Queries first: a document batch starts only while no query is queued, and document calls are cut into pieces
+of at most ``max_document_batch`` texts, so ingestion yields to queries between small batches. A query never
+waits for a document batch: on CPU, ONNX Runtime shares the cores between a query batch and the one document
+batch beside it, which measured far faster than queueing the query behind that batch (bench/README.md).
 
 The window: when more than one call is queued, the batch waits until its oldest text has waited
 ``window_ms`` (or the batch is full) for more to join. A call that finds nothing else queued runs at once,
@@ -26,8 +29,7 @@ from ragserve.embedding.protocol import Embedder, EmbedKind, Vectors
 from ragserve.errors import EmbeddingError
 from ragserve.observability.metrics import EMBEDDING_BATCH_TEXTS, EMBEDDING_QUEUE_WAIT
 
-# Queries first: the batching thread scans kinds in this order.
-_PRIORITY: tuple[EmbedKind, ...] = ("query", "document")
+_KINDS: tuple[EmbedKind, ...] = ("query", "document")
 
 
 @dataclass(slots=True)
@@ -41,7 +43,7 @@ class _Piece:
 
 
 class MicroBatcher:
-    """An ``Embedder`` that batches concurrent calls to ``inner`` in one background thread, queries first.
+    """An ``Embedder`` that batches concurrent calls to ``inner`` in background threads, queries first.
 
     ``window_ms`` (0..50) is the longest a queued text waits for others to join its batch; ``max_batch``
     caps the texts of a query batch, ``max_document_batch`` those of a document batch. Vectors equal
@@ -59,11 +61,15 @@ class MicroBatcher:
         self._inner = inner
         self._window_seconds = window_ms / 1000
         self._max_texts: dict[EmbedKind, int] = {"query": max_batch, "document": max_document_batch}
-        self._queues: dict[EmbedKind, deque[_Piece]] = {kind: deque() for kind in _PRIORITY}
+        self._queues: dict[EmbedKind, deque[_Piece]] = {kind: deque() for kind in _KINDS}
         self._changed = threading.Condition()
         self._is_closed = False
-        self._thread = threading.Thread(target=self._serve, name="embedding-batcher", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._serve, args=(kind,), name=f"embedding-batcher-{kind}", daemon=True)
+            for kind in _KINDS
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def inner(self) -> Embedder:
@@ -104,7 +110,7 @@ class MicroBatcher:
             if self._is_closed:
                 raise EmbeddingError("the embedding batcher is closed")
             self._queues[kind].extend(pieces)
-            self._changed.notify()
+            self._changed.notify_all()
         try:
             rows = [piece.future.result() for piece in pieces]
         except BaseException:
@@ -114,8 +120,8 @@ class MicroBatcher:
         return rows[0] if len(rows) == 1 else np.concatenate(rows)
 
     def close(self) -> None:
-        """Stop the batching thread after the batch it is running; calls still queued raise ``EmbeddingError``.
-        Idempotent."""
+        """Stop the batching threads after the batches they are running; calls still queued raise
+        ``EmbeddingError``. Idempotent."""
         with self._changed:
             self._is_closed = True
             pending = [piece for queue in self._queues.values() for piece in queue]
@@ -125,33 +131,32 @@ class MicroBatcher:
         for piece in pending:
             if piece.future.set_running_or_notify_cancel():
                 piece.future.set_exception(EmbeddingError("the embedding batcher was closed before this call ran"))
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()
 
-    def _serve(self) -> None:
-        while (batch := self._next_batch()) is not None:
-            self._run(*batch)
+    def _serve(self, kind: EmbedKind) -> None:
+        while (batch := self._next_batch(kind)) is not None:
+            self._run(kind, batch)
 
-    def _next_batch(self) -> tuple[EmbedKind, list[_Piece]] | None:
-        """Wait for a batch to be due, then take it; ``None`` once closed."""
+    def _next_batch(self, kind: EmbedKind) -> list[_Piece] | None:
+        """Wait for a batch of ``kind`` to be due, then take it; ``None`` once closed."""
         with self._changed:
             while True:
                 if self._is_closed:
                     return None
-                kind = self._first_waiting_kind()
-                if kind is None:
+                if not self._queues[kind] or (kind == "document" and self._queues["query"]):
                     self._changed.wait()
                     continue
                 wait_seconds = self._wait_seconds(kind)
                 if wait_seconds > 0:
-                    # Woken early by any new call: a query may have arrived, or the batch may now be full.
+                    # Woken early by any new call: the batch may be full, or a query may have arrived.
                     self._changed.wait(wait_seconds)
                     continue
                 batch = self._take(kind)
+                # Taking queries may have emptied their queue: the document thread may go on.
+                self._changed.notify_all()
                 if batch:
-                    return kind, batch
-
-    def _first_waiting_kind(self) -> EmbedKind | None:
-        return next((kind for kind in _PRIORITY if self._queues[kind]), None)
+                    return batch
 
     def _wait_seconds(self, kind: EmbedKind) -> float:
         """How much longer the queued texts of ``kind`` should wait for more; 0 or less: run them now."""

@@ -101,13 +101,15 @@ class ExtractiveGenerator:
         """The name reported in an answer's ``generator`` field."""
         return self._name
 
-    async def generate(self, question: str, contexts: Sequence[SearchHit]) -> Answer:
+    async def generate(self, question: str, contexts: Sequence[SearchHit], *, principal: str = "anonymous") -> Answer:
         """The whole answer. Splitting, embedding and scoring run in a worker thread."""
         if not contexts or not question.strip():
             return self._abstention()
         return await anyio.to_thread.run_sync(self._answer, question, tuple(contexts))
 
-    async def stream(self, question: str, contexts: Sequence[SearchHit]) -> AsyncIterator[AnswerDelta | Answer]:
+    async def stream(
+        self, question: str, contexts: Sequence[SearchHit], *, principal: str = "anonymous"
+    ) -> AsyncIterator[AnswerDelta | Answer]:
         """The answer word by word (each with its trailing space, "[n]" markers as their own pieces), then
         the complete ``Answer``, whose text is the concatenation of the pieces."""
         answer = await self.generate(question, contexts)

@@ -18,10 +18,12 @@ class AnswerGenerator(Protocol):
         """The name reported in an answer's ``generator`` field."""
         ...
 
-    async def generate(self, question: str, contexts: Sequence[SearchHit]) -> Answer:
+    async def generate(self, question: str, contexts: Sequence[SearchHit], *, principal: str = "anonymous") -> Answer:
         """The whole answer at once."""
         ...
 
-    def stream(self, question: str, contexts: Sequence[SearchHit]) -> AsyncIterator[AnswerDelta | Answer]:
+    def stream(
+        self, question: str, contexts: Sequence[SearchHit], *, principal: str = "anonymous"
+    ) -> AsyncIterator[AnswerDelta | Answer]:
         """Pieces of text as they are produced, then the complete ``Answer`` as the last item."""
         ...

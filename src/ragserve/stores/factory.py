@@ -17,6 +17,7 @@ from ragserve.domain import Document, IndexConfig
 from ragserve.errors import DataDirLockedError, StoreError
 from ragserve.settings import Settings
 from ragserve.stores.protocol import (
+    ApiKeyStore,
     ChunkStore,
     CollectionSettingsStore,
     DocumentStore,
@@ -56,11 +57,12 @@ class StoreSet:
         jobs: LeasedJobStore,
         versions: IndexVersionStore,
         index: ServiceVectorIndex,
+        keys: ApiKeyStore,
         ping: Callable[[], object],
         closers: list[Callable[[], object]],
         is_shared: bool,
     ) -> None:
-        self.store, self.jobs, self.versions, self.index = store, jobs, versions, index
+        self.store, self.jobs, self.versions, self.index, self.keys = store, jobs, versions, index, keys
         self.is_shared = is_shared
         self._ping = ping
         self._closers = closers
@@ -130,6 +132,7 @@ def _open_sqlite(
     from ragserve.stores.sqlite import SqliteStore
     from ragserve.stores.sqlite_db import SqliteDatabase
     from ragserve.stores.sqlite_jobs import SqliteJobStore
+    from ragserve.stores.sqlite_keys import SqliteApiKeys
     from ragserve.stores.sqlite_versions import SqliteIndexVersions
 
     db = SqliteDatabase(settings.database_path)
@@ -138,6 +141,7 @@ def _open_sqlite(
         jobs=SqliteJobStore(db, config, outbox),
         versions=SqliteIndexVersions(db),
         index=HnswVectorIndex(settings.index_dir, dimension, settings.vector_index),
+        keys=SqliteApiKeys(db),
         ping=lambda: db.connection().execute("SELECT 1").fetchone(),
         closers=[db.close, lock.close],
         is_shared=False,
@@ -150,6 +154,7 @@ def _open_postgres(settings: Settings, config: IndexConfig, dimension: int, outb
     from ragserve.stores.postgres import PostgresStore
     from ragserve.stores.postgres_db import PostgresDatabase, VectorIndexSpec, migrate
     from ragserve.stores.postgres_jobs import PostgresJobStore
+    from ragserve.stores.postgres_keys import PostgresApiKeys
     from ragserve.stores.postgres_versions import PostgresIndexVersions
 
     store = settings.store
@@ -168,7 +173,27 @@ def _open_postgres(settings: Settings, config: IndexConfig, dimension: int, outb
         jobs=PostgresJobStore(db, config, outbox),
         versions=PostgresIndexVersions(db),
         index=PgVectorIndex(db, spec, settings.vector_index),
+        keys=PostgresApiKeys(db),
         ping=db.ping,
         closers=[db.close],
         is_shared=True,
     )
+
+
+def open_key_store(settings: Settings) -> tuple[ApiKeyStore, Callable[[], object]]:
+    """Just the API key store, and how to close it; no lock is taken, so the CLI can manage keys while the
+    server runs (SQLite's WAL lets two processes write)."""
+    if settings.store.backend == "postgres":
+        # The servers own the schema (they migrate it at start); this only reads and writes keys.
+        from ragserve.stores.postgres_db import PostgresDatabase
+        from ragserve.stores.postgres_keys import PostgresApiKeys
+
+        if settings.store.postgres_url is None:
+            raise StoreError("store.backend is postgres but store.postgres_url is not set")
+        db = PostgresDatabase(settings.store.postgres_url.get_secret_value(), [], 1, 2)
+        return PostgresApiKeys(db), db.close
+    from ragserve.stores.sqlite_db import SqliteDatabase
+    from ragserve.stores.sqlite_keys import SqliteApiKeys
+
+    sqlite = SqliteDatabase(settings.database_path)
+    return SqliteApiKeys(sqlite), sqlite.close

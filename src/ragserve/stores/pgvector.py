@@ -5,12 +5,14 @@ the HNSW index in step with the rows, so there is no separate graph to save, cat
 ``drop`` have nothing to do (a chunk leaves the index with its row), ``flush`` neither, and ``upsert`` only
 rewrites vectors that differ from the stored ones.
 
-Search is exact (a scan of the candidates) when at most ``exact_search_max`` chunks pass the collection and
-metadata filters, and an HNSW walk otherwise. Filters are part of the SQL, with ``hnsw.iterative_scan =
-relaxed_order``, so the walk goes on until enough chunks pass them (pre-filtering): a selective filter never
-empties the result the way filtering the top k afterwards would. The index is selected by
-``store.vector_precision``: ``f32`` (``vector``, inner product), ``f16`` (a ``halfvec`` expression index) or
-``binary`` (a ``bit`` expression index by Hamming distance; its top candidates are rescored in full precision).
+Search is exact (a scan of the candidates) when at most ``exact_search_max`` chunks pass the metadata filters,
+as in SQLite's HNSW index, and an HNSW walk otherwise. The chunks of every collection share one index, so an
+unfiltered search is exact too when its collection is small and a small part of the table. Filters are part of
+the SQL, with ``hnsw.iterative_scan = relaxed_order``, so the walk goes on until enough chunks pass them
+(pre-filtering): a selective filter never empties the result the way filtering the top k afterwards would.
+The index is selected by ``store.vector_precision``: ``f32`` (``vector``, inner product), ``f16`` (a
+``halfvec`` expression index) or ``binary`` (a ``bit`` expression index by Hamming distance; its top candidates
+are rescored in full precision).
 Returned scores are always full-precision inner products, so fusion sees the same scale at any precision.
 """
 
@@ -28,6 +30,9 @@ from ragserve.stores.protocol import ChunkStore, Vectors
 
 # pgvector's largest hnsw.ef_search; and how many Hamming-distance candidates a binary search rescores per hit.
 _MAX_EF_SEARCH = 1000
+# An unfiltered search walks the index when its collection holds at least this share of all chunks (the table's
+# row estimate): then most chunks the walk meets are the collection's, as in a graph of its own.
+_WALK_MIN_SHARE = 0.1
 _BINARY_RESCORE_FACTOR = 4
 _BINARY_MIN_CANDIDATES = 100
 
@@ -94,13 +99,14 @@ class PgVectorIndex:
         with self._db.replica() as conn, conn.transaction():
             # Counting stops past the threshold, so this costs little even on a large collection.
             row = conn.execute(
-                f"SELECT count(*) FROM (SELECT 1 {source} LIMIT %s) AS passing",
+                f"SELECT (SELECT count(*) FROM (SELECT 1 {source} LIMIT %s) AS passing), "
+                "(SELECT reltuples FROM pg_class WHERE oid = 'chunks'::regclass)",
                 [collection_id, *params, exact_max + 1],
             ).fetchone()
-            passing = int(row[0]) if row else 0
+            passing, table_rows = (int(row[0]), float(row[1])) if row else (0, -1.0)
             if passing == 0:
                 return []
-            if passing <= exact_max:
+            if passing <= exact_max and (where or table_rows < 0 or passing < _WALK_MIN_SHARE * table_rows):
                 rows = conn.execute(
                     f"WITH candidates AS MATERIALIZED (SELECT c.id, c.vector {source}) "
                     "SELECT id, -(vector <#> %s) AS score FROM candidates ORDER BY score DESC, id LIMIT %s",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from psycopg.types.json import Jsonb
@@ -23,7 +24,6 @@ from ragserve.domain import (
     DocumentSource,
     DocumentStatus,
     IndexConfig,
-    Metadata,
     NewChunk,
     SearchFilters,
     SearchHit,
@@ -42,20 +42,20 @@ _DOCUMENT_COLUMNS = (
 _FROM_DOCUMENTS = "FROM documents d JOIN collections c ON c.id = d.collection_id"
 
 
-def _document(row: tuple[object, ...]) -> Document:
-    metadata: Metadata = row[5]  # type: ignore[assignment]  # jsonb arrives decoded
+def _document(row: tuple[Any, ...]) -> Document:
+    """A document from its ``_DOCUMENT_COLUMNS`` (jsonb arrives decoded, timestamps as aware datetimes)."""
     return Document(
         id=str(row[0]),
         collection=str(row[1]),
         external_id=None if row[2] is None else str(row[2]),
         title=None if row[3] is None else str(row[3]),
         source=None if row[4] is None else str(row[4]),
-        metadata=metadata,
+        metadata=row[5],
         status=DocumentStatus(str(row[6])),
         content_hash=None if row[7] is None else str(row[7]),
-        chunk_count=int(str(row[8])),
-        created_at=row[9],  # type: ignore[arg-type]
-        updated_at=row[10],  # type: ignore[arg-type]
+        chunk_count=int(row[8]),
+        created_at=row[9],
+        updated_at=row[10],
     )
 
 

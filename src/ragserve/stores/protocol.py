@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ragserve.domain import (
+    ApiKey,
     Chunk,
     Collection,
     CollectionSummary,
@@ -298,6 +299,22 @@ class LeasedJobStore(JobStore, Protocol):
 
     def expired_leases(self) -> int:
         """Items left running under an expired lease (a worker died and no message retried them yet)."""
+        ...
+
+
+class ApiKeyStore(Protocol):
+    """API keys by id, with the keyed hash of the key (never the key)."""
+
+    def create_key(self, key: ApiKey, key_hash: str) -> None: ...
+
+    def get_key(self, key_id: str) -> tuple[ApiKey, str] | None: ...
+
+    def list_keys(self, tenant: str | None) -> list[ApiKey]:
+        """Every key (of one tenant), newest first."""
+        ...
+
+    def revoke_key(self, key_id: str, tenant: str | None) -> ApiKey:
+        """Raises ``NotFoundError`` (also for another tenant's key)."""
         ...
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from ragserve.api.deps import ServiceDep
+from ragserve.api.deps import QueryPrincipal, ServiceDep, require
 from ragserve.api.schemas import AnswerRequest, AnswerResponse, CitationPublic, ErrorResponse
 from ragserve.domain import Answer, AnswerDelta
 
-router = APIRouter(prefix="/v1", tags=["answers"])
+router = APIRouter(prefix="/v1", tags=["answers"], dependencies=[Depends(require("query"))])
 
 
 async def _events(stream: AsyncIterator[AnswerDelta | Answer]) -> AsyncIterator[ServerSentEvent]:
@@ -37,9 +37,11 @@ async def _events(stream: AsyncIterator[AnswerDelta | Answer]) -> AsyncIterator[
         **{code: {"model": ErrorResponse} for code in (400, 404, 413, 422)},
     },
 )
-async def answer(body: AnswerRequest, service: ServiceDep) -> AnswerResponse | EventSourceResponse:
+async def answer(
+    body: AnswerRequest, service: ServiceDep, principal: QueryPrincipal
+) -> AnswerResponse | EventSourceResponse:
     """Answer a question from the documents, citing the passages used as [n]."""
     if body.stream:
-        stream = await service.stream_answer(body.question, body.k, body.collection, body.filters)
+        stream = await service.stream_answer(body.question, body.k, body.collection, body.filters, principal)
         return EventSourceResponse(_events(stream), ping=15)
-    return AnswerResponse.of(await service.answer(body.question, body.k, body.collection, body.filters))
+    return AnswerResponse.of(await service.answer(body.question, body.k, body.collection, body.filters, principal))

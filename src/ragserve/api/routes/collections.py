@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
-from ragserve.api.deps import ServiceDep
+from ragserve.api.deps import ServiceDep, require
 from ragserve.api.schemas import CollectionList, ErrorResponse
 from ragserve.settings import RetrievalOverrides, RetrievalSettings
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
 
 
-@router.get("", response_model=CollectionList)
+@router.get("", response_model=CollectionList, dependencies=[Depends(require("query"))])
 async def list_collections(service: ServiceDep) -> CollectionList:
     """Every collection by name, with how many documents it holds (those still being ingested included)."""
     return CollectionList.of(await service.list_collections())
@@ -29,14 +29,24 @@ class CollectionSettingsPublic(BaseModel):
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (404, 422)}
 
 
-@router.get("/{name}/settings", response_model=CollectionSettingsPublic, responses=_ERRORS)
+@router.get(
+    "/{name}/settings",
+    response_model=CollectionSettingsPublic,
+    responses=_ERRORS,
+    dependencies=[Depends(require("query"))],
+)
 async def get_settings(name: str, service: ServiceDep) -> CollectionSettingsPublic:
     """The collection's own retrieval settings and the ones its searches use (service-wide + own)."""
     overrides, effective = await service.retrieval_settings(name)
     return CollectionSettingsPublic(overrides=overrides, effective=effective)
 
 
-@router.put("/{name}/settings", response_model=CollectionSettingsPublic, responses=_ERRORS)
+@router.put(
+    "/{name}/settings",
+    response_model=CollectionSettingsPublic,
+    responses=_ERRORS,
+    dependencies=[Depends(require("admin"))],
+)
 async def put_settings(name: str, body: RetrievalOverrides, service: ServiceDep) -> CollectionSettingsPublic:
     """Replace the collection's retrieval overrides (mode, fusion, alpha, RRF k, candidates)."""
     await service.set_retrieval_settings(name, body)

@@ -6,14 +6,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from ragserve.api.deps import ServiceDep
+from ragserve.api.deps import ServiceDep, require
 from ragserve.api.schemas import ErrorResponse, JobErrorPublic
 from ragserve.domain import DeadLetter
 
-router = APIRouter(prefix="/v1/dead-letters", tags=["jobs"])
+router = APIRouter(prefix="/v1/dead-letters", tags=["jobs"], dependencies=[Depends(require("admin"))])
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 422)}
 
 

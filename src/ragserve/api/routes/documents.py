@@ -7,11 +7,11 @@ import binascii
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from ragserve.api.deps import ServiceDep
+from ragserve.api.deps import ServiceDep, require
 from ragserve.api.schemas import (
     DocumentCreate,
     DocumentCreateItem,
@@ -141,7 +141,14 @@ def _form_metadata(raw: object) -> Metadata:
     return metadata
 
 
-@router.post("", status_code=202, response_model=JobAccepted, responses=_ERRORS, openapi_extra=_CREATE_BODY)
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobAccepted,
+    responses=_ERRORS,
+    openapi_extra=_CREATE_BODY,
+    dependencies=[Depends(require("ingest"))],
+)
 async def create_documents(
     request: Request,
     service: ServiceDep,
@@ -165,7 +172,7 @@ async def create_documents(
     return JobAccepted(job_id=job.id, document_ids=list(job.document_ids))
 
 
-@router.get("", response_model=DocumentList, responses=_ERRORS)
+@router.get("", response_model=DocumentList, responses=_ERRORS, dependencies=[Depends(require("query"))])
 async def list_documents(
     service: ServiceDep,
     collection: Annotated[str | None, Query(max_length=128)] = None,
@@ -176,7 +183,9 @@ async def list_documents(
     return DocumentList(documents=[DocumentPublic.of(d) for d in documents], total=total, limit=limit, offset=offset)
 
 
-@router.get("/{document_id}", response_model=DocumentPublic, responses=_ERRORS)
+@router.get(
+    "/{document_id}", response_model=DocumentPublic, responses=_ERRORS, dependencies=[Depends(require("query"))]
+)
 async def get_document(
     document_id: str, service: ServiceDep, include_chunks: Annotated[bool, Query()] = False
 ) -> DocumentPublic:
@@ -184,13 +193,19 @@ async def get_document(
     return DocumentPublic.of(document, chunks if include_chunks else None)
 
 
-@router.delete("/{document_id}", status_code=204, responses=_ERRORS)
+@router.delete("/{document_id}", status_code=204, responses=_ERRORS, dependencies=[Depends(require("ingest"))])
 async def delete_document(document_id: str, service: ServiceDep) -> Response:
     await service.delete_document(document_id)
     return Response(status_code=204)
 
 
-@router.put("/by-external-id/{external_id:path}", status_code=202, response_model=JobAccepted, responses=_ERRORS)
+@router.put(
+    "/by-external-id/{external_id:path}",
+    status_code=202,
+    response_model=JobAccepted,
+    responses=_ERRORS,
+    dependencies=[Depends(require("ingest"))],
+)
 async def upsert_document(
     external_id: str,
     body: DocumentUpsert,

@@ -6,15 +6,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, Field
 
-from ragserve.api.deps import ServiceDep
+from ragserve.api.deps import ServiceDep, require
 from ragserve.api.schemas import ErrorResponse
 from ragserve.domain import IndexRoute, IndexVersion
 from ragserve.index_lifecycle import GateResult, GoldenSet
 
-router = APIRouter(prefix="/v1/collections/{name}", tags=["index versions"])
+router = APIRouter(prefix="/v1/collections/{name}", tags=["index versions"], dependencies=[Depends(require("admin"))])
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 404, 409, 422)}
 MAX_GOLDEN_QUERIES = 10_000
 

@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio.to_thread
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from ragserve.api.deps import ServiceDep
+from ragserve.api.deps import QueryPrincipal, ServiceDep, require
 from ragserve.api.openai_schemas import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -28,7 +28,7 @@ from ragserve.domain import Answer, AnswerDelta
 from ragserve.errors import NotFoundError, PayloadTooLargeError
 from ragserve.llm.conversation import standalone_question
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require("query"))])
 
 MODEL = "ragserve"
 _MAX_EMBEDDING_INPUTS = 256
@@ -88,7 +88,7 @@ async def _chunks(
     },
 )
 async def chat_completions(
-    body: ChatCompletionRequest, service: ServiceDep
+    body: ChatCompletionRequest, service: ServiceDep, principal: QueryPrincipal
 ) -> ChatCompletionResponse | EventSourceResponse:
     """Answer the conversation's last user message from the documents; earlier turns make a follow-up
     question standalone. Citations come in the extra ``citations`` field (of the last chunk when streamed)."""
@@ -96,9 +96,9 @@ async def chat_completions(
     question = await standalone_question(body.turns(), service.llm)
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
-        stream = await service.stream_answer(question, body.k, collection, body.filters)
+        stream = await service.stream_answer(question, body.k, collection, body.filters, principal)
         return EventSourceResponse(_chunks(stream, completion_id, created, body.model), ping=15)
-    answer = await service.answer(question, body.k, collection, body.filters)
+    answer = await service.answer(question, body.k, collection, body.filters, principal)
     return ChatCompletionResponse.of(answer, completion_id, created, body.model)
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
-from ragserve.api.deps import ServiceDep
+from ragserve.api.deps import ServiceDep, require
 from ragserve.api.schemas import ErrorResponse, SearchRequest, SearchResponse
 from ragserve.domain import SearchFilters
 from ragserve.retrieval.search import SearchQuery
 
-router = APIRouter(prefix="/v1", tags=["search"])
+router = APIRouter(prefix="/v1", tags=["search"], dependencies=[Depends(require("query"))])
 
 
 @router.post(

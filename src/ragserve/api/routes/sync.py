@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
-from ragserve.api.deps import ServiceDep
+from ragserve.api.deps import ServiceDep, require
 from ragserve.api.routes.documents import decode_base64
 from ragserve.api.schemas import ErrorResponse, SyncRequest, SyncResponse
 from ragserve.ingest.sync import SourceFile, checked_path
 
-router = APIRouter(prefix="/v1/collections", tags=["collections"])
+router = APIRouter(prefix="/v1/collections", tags=["collections"], dependencies=[Depends(require("ingest"))])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 413, 422)}
 

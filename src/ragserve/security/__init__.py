@@ -1,0 +1,1 @@
+"""Who may call ragserve: API keys and JWT bearer tokens, scopes."""
