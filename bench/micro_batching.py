@@ -1,13 +1,14 @@
 """Query embedding latency and throughput with the embedding micro-batcher on and off, in process.
 
 N closed-loop query threads embed SciFact queries one per call (as retrieval does), alone or next to one bulk
-thread that embeds chunk texts 64 per call (as an ingestion job does). Each configuration runs every load;
-the model is the real all-MiniLM-L6-v2 on ONNX Runtime with the service's default threads.
+thread that embeds chunk texts 64 per call (as an ingestion job does). The model is the real all-MiniLM-L6-v2
+on ONNX Runtime with the service's default threads. Configurations take turns within each round, so that
+other work on a shared machine weighs on all of them alike; samples are pooled over the rounds.
 
-    python bench/micro_batching.py ../shared/datasets/scifact --seconds 10 > bench/results/micro-batching.json
+    python bench/micro_batching.py ../shared/datasets/scifact --rounds 3 --seconds 8
 
 Prints one JSON object: per configuration and load, query p50/p95/p99 and queries/s, bulk chunks/s, the
-mean texts per model run, and the ratios of each batching configuration to ``off``.
+mean texts per model run, the ratios of each batching configuration to ``off``, and the load average.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import platform
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +37,8 @@ from ragserve.ingest.pipeline import parse_input
 from ragserve.settings import Settings
 
 BULK_CALL_TEXTS = 64
-# (name, window_ms, max_batch, max_document_batch); None: the bare model.
-CONFIGS: list[tuple[str, float, int, int] | None] = [
-    None,
+# (name, window_ms, max_batch, max_document_batch); "off", the bare model, runs beside them.
+CONFIGS: list[tuple[str, float, int, int]] = [
     ("on: window 10 ms, documents 4 per batch (defaults)", 10.0, 64, 4),
     ("on: window 0 ms, documents 4 per batch", 0.0, 64, 4),
     ("on: window 10 ms, documents 64 per batch", 10.0, 64, 64),
@@ -70,24 +71,51 @@ def batch_totals() -> dict[str, float]:
     return totals
 
 
+@dataclass
+class Samples:
+    """What the runs of one configuration under one load measured, pooled over rounds."""
+
+    latencies_ms: list[float] = field(default_factory=list)
+    query_seconds: float = 0.0
+    bulk_chunks: int = 0
+    bulk_seconds: float = 0.0
+    runs: dict[str, float] = field(default_factory=lambda: {"query": 0.0, "document": 0.0})
+    texts: dict[str, float] = field(default_factory=lambda: {"query": 0.0, "document": 0.0})
+
+    def summary(self) -> dict[str, Any]:
+        runs, texts = self.runs, self.texts
+        return {
+            "queries": len(self.latencies_ms),
+            "queries_per_s": len(self.latencies_ms) / self.query_seconds,
+            "p50_ms": percentile(self.latencies_ms, 50),
+            "p95_ms": percentile(self.latencies_ms, 95),
+            "p99_ms": percentile(self.latencies_ms, 99),
+            "bulk_chunks_per_s": self.bulk_chunks / self.bulk_seconds if self.bulk_seconds else 0.0,
+            "mean_texts_per_query_run": texts["query"] / runs["query"] if runs["query"] else None,
+            "mean_texts_per_document_run": texts["document"] / runs["document"] if runs["document"] else None,
+        }
+
+
 def run_load(
-    embedder: Embedder, queries: list[str], chunks: list[str], clients: int, with_bulk: bool, seconds: float
-) -> dict[str, Any]:
-    latencies_ms: list[float] = []
+    embedder: Embedder, texts: tuple[list[str], list[str]], clients: int, with_bulk: bool, seconds: float, into: Samples
+) -> None:
+    """Query threads (and the bulk thread) for ``seconds``; the queries go on until the bulk call in flight
+    ends (at most ``seconds`` more), so every bulk chunk counted was embedded under the query load."""
+    queries, chunks = texts
+    stop_queries, stop_bulk = threading.Event(), threading.Event()
     bulk_done: list[float] = []  # when each bulk call finished
-    stop = threading.Event()
 
     def query_loop(n: int) -> None:
         i = n
-        while not stop.is_set():
+        while not stop_queries.is_set():
             started = time.perf_counter()
             embedder.embed([queries[i % len(queries)]], kind="query")
-            latencies_ms.append((time.perf_counter() - started) * 1000)
+            into.latencies_ms.append((time.perf_counter() - started) * 1000)
             i += clients
 
     def bulk_loop() -> None:
         i = 0
-        while not stop.is_set():
+        while not stop_bulk.is_set():
             start = i % (len(chunks) - BULK_CALL_TEXTS)
             embedder.embed(chunks[start : start + BULK_CALL_TEXTS], kind="document")
             bulk_done.append(time.perf_counter())
@@ -100,30 +128,25 @@ def run_load(
     for thread in query_threads + ([bulk_thread] if with_bulk else []):
         thread.start()
     time.sleep(seconds)
-    stop.set()
+    stop_bulk.set()
+    if with_bulk:
+        bulk_thread.join(timeout=seconds)  # may time out: strict query priority can starve the bulk thread
+    is_bulk_caught_up = not bulk_thread.is_alive()
+    stop_queries.set()
     for thread in query_threads:
         thread.join()
     elapsed = time.perf_counter() - started
     after = batch_totals()
+    into.query_seconds += elapsed
     if with_bulk:
         bulk_thread.join()
-    # Calls that ended inside the measured window, over the time to the last of them: the rate under load.
-    in_window = [t for t in bulk_done if t <= started + elapsed]
-    bulk_chunks_per_s = len(in_window) * BULK_CALL_TEXTS / (in_window[-1] - started) if in_window else 0.0
-    runs = {kind: after[f"{kind}_count"] - before[f"{kind}_count"] for kind in ("query", "document")}
-    texts = {kind: after[f"{kind}_sum"] - before[f"{kind}_sum"] for kind in ("query", "document")}
-    return {
-        "query_clients": clients,
-        "bulk_thread": with_bulk,
-        "queries": len(latencies_ms),
-        "queries_per_s": len(latencies_ms) / elapsed,
-        "p50_ms": percentile(latencies_ms, 50),
-        "p95_ms": percentile(latencies_ms, 95),
-        "p99_ms": percentile(latencies_ms, 99),
-        "bulk_chunks_per_s": bulk_chunks_per_s,
-        "mean_texts_per_query_run": texts["query"] / runs["query"] if runs["query"] else None,
-        "mean_texts_per_document_run": texts["document"] / runs["document"] if runs["document"] else None,
-    }
+        finished = [t for t in bulk_done if t <= started + elapsed]
+        into.bulk_chunks += len(finished) * BULK_CALL_TEXTS
+        # A call still running when the queries stopped is not counted, nor is its time after the last call done.
+        into.bulk_seconds += (finished[-1] - started) if finished and is_bulk_caught_up else elapsed
+    for kind in ("query", "document"):
+        into.runs[kind] += after[f"{kind}_count"] - before[f"{kind}_count"]
+        into.texts[kind] += after[f"{kind}_sum"] - before[f"{kind}_sum"]
 
 
 def ratios(result: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float | None]:
@@ -134,32 +157,42 @@ def ratios(result: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", type=Path)
-    parser.add_argument("--seconds", type=float, default=10.0, help="per configuration and load")
+    parser.add_argument("--seconds", type=float, default=8.0, help="per configuration, load and round")
+    parser.add_argument("--rounds", type=int, default=3, help="configurations alternate within each round")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--documents", type=int, default=500, help="corpus documents chunked for the bulk thread")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores)")
     args = parser.parse_args()
 
     queries = [json.loads(line)["text"] for line in (args.dataset / "queries.jsonl").read_text().splitlines()]
-    load_before = os.getloadavg()
+    loads = [(1, False), (1, True), (args.clients, False), (args.clients, True)]
+    load_averages = [os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="ragserve-bench-") as cache:
         model = OnnxEmbedder(Path(cache), intra_op_threads=args.threads or None)
-        chunks = chunk_texts(args.dataset, args.documents, model)
-        model.embed(chunks[:32])  # warm-up: the first runs allocate and plan
+        texts = (queries, chunk_texts(args.dataset, args.documents, model))
+        model.embed(texts[1][:32])  # warm-up: the first runs allocate and plan
         model.embed(queries[:8], kind="query")
-        loads = [(1, False), (1, True), (args.clients, False), (args.clients, True)]
-        results: list[dict[str, Any]] = []
-        for config in CONFIGS:
-            embedder: Embedder = model
-            if config is not None:
-                embedder = MicroBatcher(model, window_ms=config[1], max_batch=config[2], max_document_batch=config[3])
-            try:
-                for clients, with_bulk in loads:
-                    run = run_load(embedder, queries, chunks, clients, with_bulk, args.seconds)
-                    results.append({"config": config[0] if config else "off", **run})
-            finally:
+        embedders: dict[str, Embedder] = {
+            name: MicroBatcher(model, window_ms=window_ms, max_batch=max_batch, max_document_batch=documents)
+            for name, window_ms, max_batch, documents in CONFIGS
+        }
+        embedders = {"off": model, **embedders}
+        samples = {(name, load): Samples() for name in embedders for load in loads}
+        try:
+            # Round-robin over configurations, so that other work on the machine weighs on all of them alike.
+            for _ in range(args.rounds):
+                for load in loads:
+                    for name, embedder in embedders.items():
+                        run_load(embedder, texts, *load, args.seconds, samples[name, load])
+                load_averages.append(os.getloadavg())
+        finally:
+            for embedder in embedders.values():
                 if isinstance(embedder, MicroBatcher):
                     embedder.close()
+    results = [
+        {"config": name, "query_clients": load[0], "bulk_thread": load[1], **pooled.summary()}
+        for (name, load), pooled in samples.items()
+    ]
     baseline = {(r["query_clients"], r["bulk_thread"]): r for r in results if r["config"] == "off"}
     for result in results:
         if result["config"] != "off":
@@ -169,14 +202,14 @@ def main() -> None:
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
-            "load_average_1_5_15_before": [round(x, 2) for x in load_before],
-            "load_average_1_5_15_after": [round(x, 2) for x in os.getloadavg()],
+            "load_average_1_min_at_start_and_after_each_round": [round(x[0], 2) for x in load_averages],
         },
         "model_id": model.model_id,
         "intra_op_threads": args.threads or os.cpu_count(),
         "bulk_call_texts": BULK_CALL_TEXTS,
-        "bulk_chunks_available": len(chunks),
+        "bulk_chunks_available": len(texts[1]),
         "seconds_per_run": args.seconds,
+        "rounds": args.rounds,
         "results": results,
     }
     print(json.dumps(report, indent=2))

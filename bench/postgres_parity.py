@@ -25,7 +25,7 @@ from typing import Any
 
 import psycopg
 
-from ragserve.cli import _evaluate
+from ragserve.cli import _ensure_corpus, _evaluate
 from ragserve.embedding.onnx import OnnxEmbedder
 from ragserve.evaluation import ndcg_at, read_queries
 from ragserve.service import RagService
@@ -51,10 +51,18 @@ def _database(admin_url: str, name: str) -> str:
     return psycopg.conninfo.make_conninfo(admin_url, dbname=name)
 
 
-async def _eval(settings: Settings, embedder: OnnxEmbedder, dataset: Path, name: str) -> tuple[dict[str, Any], float]:
+async def _eval(
+    settings: Settings, embedder: OnnxEmbedder, dataset: Path, name: str, analyze_url: str | None = None
+) -> tuple[dict[str, Any], float]:
     service = RagService.open(settings, embedder)
     try:
         await service.start()
+        await _ensure_corpus(service, dataset, name)
+        if analyze_url is not None:
+            # What autovacuum does shortly after a bulk load: without statistics the planner scans and sorts
+            # instead of walking the HNSW index.
+            with psycopg.connect(analyze_url, autocommit=True) as conn:
+                conn.execute("VACUUM ANALYZE")
         start = time.perf_counter()
         report = await _evaluate(service, dataset, "test", MODES, name)
         return report, time.perf_counter() - start
@@ -140,7 +148,7 @@ def main() -> None:
         store = {"backend": "postgres", "postgres_url": url, "vector_precision": precision}
         index = {} if exact_max is None else {"exact_search_max": exact_max}
         pg = Settings(data_dir=workdir / "postgres", store=store, vector_index=index, **common)  # type: ignore[arg-type]
-        report, seconds = asyncio.run(_eval(pg, embedder, args.dataset, result["dataset"]))
+        report, seconds = asyncio.run(_eval(pg, embedder, args.dataset, result["dataset"], url))
         report["seconds"] = round(seconds, 1)
         result[name] = report
     result["postgres_ts_rank_ndcg@10"] = {

@@ -104,11 +104,12 @@ class RagService:
         self.jobs = stores.jobs
         self.index = stores.index
         self.caches = build_caches(settings, stores.is_shared)
+        embedding_cache = self.caches.embeddings or self.store
         self.pipeline = IngestPipeline(
             self.jobs,
             self.store,
             self.versions,
-            self.store,
+            embedding_cache,
             self.index,
             embedder,
             on_documents_changed=self._documents_changed,
@@ -121,7 +122,7 @@ class RagService:
             self.store, self.state, self.index, embedder, settings.retrieval, settings.default_collection
         )
         builder = IndexBuilder(
-            self.store, self.versions, self.store, self.index, embedder, settings.index.build_batch_documents
+            self.store, self.versions, embedding_cache, self.index, embedder, settings.index.build_batch_documents
         )
         self.lifecycle = IndexLifecycle(
             self.store,

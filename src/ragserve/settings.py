@@ -295,6 +295,10 @@ class CacheSettings(BaseModel):
     answer_ttl_seconds: float = Field(default=3600.0, gt=0)
     answer_max_entries: int = Field(default=10_000, ge=1, description="in-process cache only")
     state_ttl_seconds: float = Field(default=5.0, ge=0)
+    embeddings: Literal["store", "redis"] = Field(
+        default="store", description="where chunk embeddings are cached: the document store, or Redis"
+    )
+    embedding_ttl_seconds: float | None = Field(default=None, gt=0, description="Redis only; unset: no expiry")
 
 
 class IndexVersionSettings(BaseModel):

@@ -151,3 +151,12 @@ def test_redis_answer_cache_outage_raises_a_redis_error() -> None:
     cache = RedisAnswerCache(connect("redis://127.0.0.1:1/0"), "x", 60)
     with pytest.raises(redis.RedisError):
         cache.get("k")
+
+
+def test_redis_embedding_cache_round_trip(prefix: str) -> None:
+    from ragserve.cache.redis import RedisEmbeddingCache
+
+    cache = RedisEmbeddingCache(connect(REDIS_URL), prefix, ttl_seconds=60)
+    cache.put_vectors([("m:a", b"\x00" * 8), ("m:b", b"\x01" * 8)])
+    assert cache.get_vectors(["m:a", "m:b", "m:c"]) == {"m:a": b"\x00" * 8, "m:b": b"\x01" * 8}
+    assert cache.get_vectors([]) == {}

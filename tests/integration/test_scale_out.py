@@ -54,6 +54,7 @@ def topology(postgres_url: str, tmp_path: Path, model_cache: Path) -> Iterator[T
         "RAGSERVE_QUEUE__ITEMS_PER_MESSAGE": "4",
         "RAGSERVE_REDIS__URL": "redis://127.0.0.1:6379/0",
         "RAGSERVE_REDIS__KEY_PREFIX": f"test-{uuid.uuid4().hex[:10]}",
+        "RAGSERVE_CACHE__EMBEDDINGS": "redis",
         "RAGSERVE_EMBEDDING__CACHE_DIR": str(model_cache),
         "RAGSERVE_EMBEDDING__THREADS": "1",
     }

@@ -95,6 +95,30 @@ class RedisAnswerCache:
         return int(self._invalidate(keys=keys, args=[self._ttl * 2]))
 
 
+class RedisEmbeddingCache:
+    """Implements ``EmbeddingCache`` in Redis: ``{p}:emb:<model>:<text hash>`` → float32 bytes, kept for
+    ``ttl_seconds`` (None: until Redis evicts it under its own memory policy)."""
+
+    def __init__(self, client: redis.Redis, prefix: str, ttl_seconds: float | None) -> None:
+        self._client = client
+        self._p = "{" + prefix + "}"
+        self._ttl = None if ttl_seconds is None else max(1, int(ttl_seconds))
+
+    def get_vectors(self, keys: Sequence[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        for start in range(0, len(keys), 1000):
+            batch = list(keys[start : start + 1000])
+            values = cast(list[bytes | None], self._client.mget([f"{self._p}:emb:{k}" for k in batch]))
+            found.update((k, v) for k, v in zip(batch, values, strict=True) if v is not None)
+        return found
+
+    def put_vectors(self, items: Sequence[tuple[str, bytes]]) -> None:
+        with self._client.pipeline(transaction=False) as pipe:
+            for key, vector in items:
+                pipe.set(f"{self._p}:emb:{key}", vector, ex=self._ttl)
+            pipe.execute()
+
+
 class RedisInvalidation:
     """Implements ``Invalidation`` over Redis pub/sub. A lost connection is retried; what was published
     meanwhile is missed, so in-process caches also expire on their own (a short TTL bounds the staleness)."""
