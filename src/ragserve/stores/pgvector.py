@@ -114,9 +114,12 @@ class PgVectorIndex:
                 ).fetchall()
             else:
                 limit = self._candidates(k)
+                # The walk is decided here, not by the planner: it does not count the cost of detoasting every
+                # vector, and from about a hundred hits on it would scan and sort the whole collection instead.
                 conn.execute(
                     "SELECT set_config('hnsw.ef_search', %s, true), "
-                    "set_config('hnsw.iterative_scan', 'relaxed_order', true)",
+                    "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+                    "set_config('enable_seqscan', 'off', true), set_config('enable_sort', 'off', true)",
                     (str(min(_MAX_EF_SEARCH, max(self._settings.ef_search, limit))),),
                 )
                 spec = self._spec
