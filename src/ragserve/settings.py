@@ -41,16 +41,16 @@ class EmbeddingSettings(BaseModel):
     cache_dir: Path | None = Field(
         default=None, description="where the built ONNX model is kept; default data_dir/models"
     )
+    # Off: on CPU a batch costs as much per text as single calls, so batching only reorders work (bench/README.md).
     micro_batching: bool = Field(
-        default=False,
-        description="merge concurrent embedding calls into batches, queries first (bench/README.md)",
+        default=False, description="merge concurrent embedding calls into batches, queries before documents"
     )
     batch_window_ms: float = Field(
         default=10.0, ge=0.0, le=50.0, description="longest a queued text waits for others to join its batch"
     )
     max_batch: int = Field(default=64, ge=1, description="texts in one micro-batch of queries")
     max_document_batch: int = Field(
-        default=4, ge=1, description="texts in one micro-batch of documents: the longest a query waits behind"
+        default=4, ge=1, description="texts in one micro-batch of documents, which then yield to queued queries"
     )
 
     @model_validator(mode="after")

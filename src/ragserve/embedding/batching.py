@@ -52,7 +52,7 @@ class MicroBatcher:
     """
 
     def __init__(
-        self, inner: Embedder, *, window_ms: float = 10.0, max_batch: int = 64, max_document_batch: int = 8
+        self, inner: Embedder, *, window_ms: float = 10.0, max_batch: int = 64, max_document_batch: int = 4
     ) -> None:
         if not 0 <= window_ms <= 50:
             raise ValueError(f"window_ms must be within 0..50, got {window_ms}")
