@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from ragserve.domain import DocumentInput, IndexConfig, JobError, JobStatus
+from ragserve.stores.job_records import OutboxPolicy
 from ragserve.stores.postgres_db import PostgresDatabase, VectorIndexSpec, migrate
 from ragserve.stores.postgres_jobs import PostgresJobStore
 from ragserve.stores.protocol import LeasedJobStore
 from ragserve.stores.sqlite_db import SqliteDatabase
-from ragserve.stores.sqlite_jobs import OutboxPolicy, SqliteJobStore
+from ragserve.stores.sqlite_jobs import SqliteJobStore
 
 CONFIG = IndexConfig(max_tokens=200, overlap_tokens=40, model="test-model")
 POLICY = OutboxPolicy(items_per_message=2, small_job_items=2)

@@ -16,6 +16,7 @@ from typing import IO, Protocol
 from ragserve.domain import Document, IndexConfig
 from ragserve.errors import DataDirLockedError, StoreError
 from ragserve.settings import Settings
+from ragserve.stores.job_records import OutboxPolicy
 from ragserve.stores.protocol import (
     ApiKeyStore,
     ChunkStore,
@@ -28,7 +29,6 @@ from ragserve.stores.protocol import (
     RebuildSource,
     VectorIndex,
 )
-from ragserve.stores.sqlite_jobs import OutboxPolicy
 
 
 class ServiceStore(

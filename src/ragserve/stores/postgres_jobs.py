@@ -31,27 +31,10 @@ from ragserve.domain import (
 )
 from ragserve.errors import ConflictError, NotFoundError
 from ragserve.stores.codec import config_to_json
+from ragserve.stores.job_records import OutboxPolicy, decode_input, encode_input, error_json, job_status
 from ragserve.stores.postgres import create_collection
 from ragserve.stores.postgres_db import Connection, PostgresDatabase, utc_now
 from ragserve.stores.protocol import StagedItem
-from ragserve.stores.sqlite_jobs import OutboxPolicy, decode_input, encode_input
-
-
-def job_status(counts: dict[str, int], total: int) -> JobStatus:
-    done, failed = counts.get("done", 0), counts.get("failed", 0) + counts.get("dead", 0)
-    if done + failed >= total:
-        if failed == 0:
-            return JobStatus.SUCCEEDED
-        return JobStatus.FAILED if done == 0 else JobStatus.PARTIAL
-    if counts.get("running", 0) or done or failed:
-        return JobStatus.RUNNING
-    return JobStatus.QUEUED
-
-
-def _error_json(error: JobError) -> str:
-    return json.dumps(
-        {"document_id": error.document_id, "filename": error.filename, "code": error.code, "message": error.message}
-    )
 
 
 class PostgresJobStore:
@@ -200,7 +183,7 @@ class PostgresJobStore:
         with self._db.write() as conn:
             conn.execute(
                 "UPDATE job_items SET status = 'failed', payload = NULL, error = %s WHERE job_id = %s AND seq = %s",
-                (_error_json(error), item.job_id, item.seq),
+                (error_json(error), item.job_id, item.seq),
             )
             conn.execute(
                 "DELETE FROM documents WHERE id = %s AND status = %s", (item.document_id, DocumentStatus.PENDING.value)
@@ -273,7 +256,7 @@ class PostgresJobStore:
                 conn.execute(
                     "UPDATE job_items SET status = 'dead', error = %s, lease_owner = NULL, lease_expires = NULL "
                     "WHERE job_id = %s AND seq = %s AND status IN ('pending', 'running')",
-                    (_error_json(detail), item.job_id, item.seq),
+                    (error_json(detail), item.job_id, item.seq),
                 )
                 conn.execute("UPDATE jobs SET updated_at = %s WHERE id = %s", (utc_now(), item.job_id))
 

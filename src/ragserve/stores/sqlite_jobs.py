@@ -5,14 +5,11 @@ process puts items left ``running`` back to ``pending`` and the job goes on.
 
 from __future__ import annotations
 
-import base64
 import json
 import sqlite3
 import time
 import uuid
-import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from ragserve.domain import (
     DeadLetter,
@@ -27,64 +24,9 @@ from ragserve.domain import (
 )
 from ragserve.errors import ConflictError, NotFoundError
 from ragserve.stores.codec import config_to_json
+from ragserve.stores.job_records import OutboxPolicy, decode_input, encode_input, error_json, job_status
 from ragserve.stores.protocol import StagedItem
 from ragserve.stores.sqlite_db import SqliteDatabase, create_collection, parse_time, utc_now
-
-
-def encode_input(item: DocumentInput) -> bytes:
-    payload = {
-        "collection": item.collection,
-        "external_id": item.external_id,
-        "title": item.title,
-        "text": item.text,
-        "filename": item.filename,
-        "content": None if item.content is None else base64.b64encode(item.content).decode("ascii"),
-        "metadata": item.metadata,
-    }
-    return zlib.compress(json.dumps(payload).encode("utf-8"), level=1)
-
-
-def decode_input(blob: bytes) -> DocumentInput:
-    payload = json.loads(zlib.decompress(blob))
-    content = payload["content"]
-    return DocumentInput(
-        collection=payload["collection"],
-        external_id=payload["external_id"],
-        title=payload["title"],
-        text=payload["text"],
-        filename=payload["filename"],
-        content=None if content is None else base64.b64decode(content),
-        metadata=payload["metadata"],
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxPolicy:
-    """How a job is cut into broker messages, and their priority: small jobs first, so one huge upload does
-    not starve small ones (the broker's queue is a priority queue)."""
-
-    items_per_message: int = 16
-    small_job_items: int = 16
-
-    def messages(self, seqs: list[int]) -> list[list[int]]:
-        step = self.items_per_message
-        return [seqs[i : i + step] for i in range(0, len(seqs), step)]
-
-    def priority(self, job_items: int) -> int:
-        if job_items <= self.small_job_items:
-            return 9
-        return 5 if job_items <= 10 * self.small_job_items else 1
-
-
-def _status(counts: dict[str, int], total: int) -> JobStatus:
-    done, failed = counts.get("done", 0), counts.get("failed", 0) + counts.get("dead", 0)
-    if done + failed >= total:
-        if failed == 0:
-            return JobStatus.SUCCEEDED
-        return JobStatus.FAILED if done == 0 else JobStatus.PARTIAL
-    if counts.get("running", 0) or done or failed:
-        return JobStatus.RUNNING
-    return JobStatus.QUEUED
 
 
 class SqliteJobStore:
@@ -186,7 +128,7 @@ class SqliteJobStore:
                 conn.execute(
                     "UPDATE job_items SET status = 'dead', error = ?, lease_owner = NULL, lease_expires = NULL "
                     "WHERE job_id = ? AND seq = ? AND status IN ('pending', 'running')",
-                    (json.dumps(_error_dict(detail)), item.job_id, item.seq),
+                    (error_json(detail), item.job_id, item.seq),
                 )
                 conn.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", (utc_now(), item.job_id))
 
@@ -301,7 +243,7 @@ class SqliteJobStore:
             for r in conn.execute("SELECT document_id FROM job_items WHERE job_id = ? ORDER BY seq", (job_id,))
         )
         total = int(row[3])
-        status = _status(counts, total)
+        status = job_status(counts, total)
         finished = counts.get("done", 0) + counts.get("failed", 0) + counts.get("dead", 0)
         stage = "done" if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.PARTIAL) else str(row[2])
         return Job(
@@ -338,7 +280,7 @@ class SqliteJobStore:
         with self._db.write() as conn:
             conn.execute(
                 "UPDATE job_items SET status = 'failed', payload = NULL, error = ? WHERE job_id = ? AND seq = ?",
-                (json.dumps(_error_dict(error)), item.job_id, item.seq),
+                (error_json(error), item.job_id, item.seq),
             )
             conn.execute(
                 "DELETE FROM documents WHERE id = ? AND status = ?",
@@ -369,12 +311,3 @@ class SqliteJobStore:
             .fetchone()
         )
         return int(row[0])
-
-
-def _error_dict(error: JobError) -> dict[str, str | None]:
-    return {
-        "document_id": error.document_id,
-        "filename": error.filename,
-        "code": error.code,
-        "message": error.message,
-    }
