@@ -156,8 +156,21 @@ def test_all_providers_down_answers_extractively(deployment: Deployment) -> None
     assert (chat.model_extra or {})["generator"] == "extractive"
 
 
+def _wait_for_the_provider(deployment: Deployment) -> None:
+    """After a test that made the provider fail, its breaker may still be open: answers would be extractive and
+    never reach upstream. Wait until an answer comes from the model again."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        answer = httpx.post(f"{deployment.base_url}/answer", json={"question": QUESTION}, timeout=30).json()
+        if answer["generator"] != "extractive":
+            return
+        time.sleep(0.2)
+    raise AssertionError("the provider's breaker did not close")
+
+
 def test_client_disconnect_cancels_the_upstream_request(deployment: Deployment) -> None:
     deployment.proxy.set("pass")
+    _wait_for_the_provider(deployment)
     before = deployment.proxy.log.client_gone_early
     body = {"question": "Write a long essay about the leave policy and laptops.", "stream": True}
     with httpx.stream("POST", f"{deployment.base_url}/answer", json=body, timeout=60) as response:
