@@ -24,13 +24,22 @@ def create(
     scopes: Annotated[str, typer.Option(help="comma-separated: query, ingest, admin")] = "query",
     name: Annotated[str, typer.Option(help="a label, shown in lists")] = "cli",
     expires_days: Annotated[float | None, typer.Option(help="expiry in days (default: never)")] = None,
+    user: Annotated[str | None, typer.Option(help="the user it reads as in document ACLs")] = None,
+    groups: Annotated[str, typer.Option(help="comma-separated groups it reads as in document ACLs")] = "",
 ) -> None:
     """Create a key and print it: it cannot be shown again."""
     settings = Settings()
     keys, close = open_key_store(settings)
     try:
         secret, key = create_key(
-            keys, load_pepper(settings), name, tenant, [s.strip() for s in scopes.split(",") if s.strip()], expires_days
+            keys,
+            load_pepper(settings),
+            name,
+            tenant,
+            [s.strip() for s in scopes.split(",") if s.strip()],
+            expires_days,
+            user,
+            [g.strip() for g in groups.split(",") if g.strip()],
         )
     except RagserveError as exc:
         console.print(f"[red]error:[/red] {exc.message}")
@@ -46,13 +55,15 @@ def list_(tenant: Annotated[str | None, typer.Option()] = None) -> None:
     """List keys (never the keys themselves)."""
     keys, close = open_key_store(Settings())
     try:
-        table = Table("id", "name", "tenant", "scopes", "created", "expires", "revoked")
+        table = Table("id", "name", "tenant", "scopes", "user", "groups", "created", "expires", "revoked")
         for key in keys.list_keys(tenant):
             table.add_row(
                 key.id,
                 key.name,
                 key.tenant,
                 ",".join(key.scopes),
+                key.user or "",
+                ",".join(key.groups),
                 key.created_at.isoformat(timespec="seconds"),
                 key.expires_at.isoformat(timespec="seconds") if key.expires_at else "",
                 key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "",

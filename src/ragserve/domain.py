@@ -21,6 +21,7 @@ Metadata: TypeAlias = dict[str, MetadataValue]
 SearchMode: TypeAlias = Literal["hybrid", "dense", "keyword"]
 
 _FILTER_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+DEFAULT_TENANT = "default"
 
 
 # --- parsing and chunking -------------------------------------------------------------------------------
@@ -67,6 +68,7 @@ class Collection:
     id: str
     name: str
     created_at: datetime
+    tenant: str = DEFAULT_TENANT
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,8 @@ class Document:
     chunk_count: int
     created_at: datetime
     updated_at: datetime
+    tenant: str = DEFAULT_TENANT
+    acl: Acl | None = None  # None: every caller of the tenant may read it
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,14 +138,79 @@ class Principal:
     scopes: frozenset[str]
     groups: tuple[str, ...] = ()
     key_id: str | None = None
+    user: str | None = None  # the name document ACLs list in ``users`` (a JWT's subject, a key's user)
 
     @property
     def label(self) -> str:
         """A name for metrics and logs that is never a secret."""
         return self.key_id or self.subject
 
+    @property
+    def access(self) -> Access:
+        """What this caller may read: its tenant's documents whose ACL admits it; every document of its tenant
+        with the ``admin`` scope."""
+        return Access(self.tenant, self.user, tuple(sorted(set(self.groups))), unrestricted="admin" in self.scopes)
 
-ANONYMOUS = Principal(subject="anonymous", tenant="default", scopes=frozenset(SCOPES))
+
+ANONYMOUS = Principal(subject="anonymous", tenant=DEFAULT_TENANT, scopes=frozenset(SCOPES))
+
+_ACL_NAME = re.compile(r"^[^\x00-\x1f]{1,256}$")
+_ACL_MAX_ENTRIES = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Acl:
+    """Who may read a document within its tenant: anyone (``public``), or the listed users and groups."""
+
+    users: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    public: bool = False
+
+    @classmethod
+    def of(cls, users: list[str] | tuple[str, ...], groups: list[str] | tuple[str, ...], public: bool) -> Acl:
+        """Sorted and without duplicates. Raises ``InvalidRequestError`` for an empty or control-character name
+        or more than 1,000 entries."""
+        for name in (*users, *groups):
+            if not _ACL_NAME.match(name):
+                raise InvalidRequestError(f"ACL entry {name[:40]!r} must be 1-256 printable characters")
+        if len(users) + len(groups) > _ACL_MAX_ENTRIES:
+            raise InvalidRequestError(f"an ACL holds at most {_ACL_MAX_ENTRIES} users and groups")
+        return cls(tuple(sorted(set(users))), tuple(sorted(set(groups))), public)
+
+    def admits(self, access: Access) -> bool:
+        return (
+            access.unrestricted
+            or self.public
+            or (access.user is not None and access.user in self.users)
+            or not set(self.groups).isdisjoint(access.groups)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """A caller's permission set: its tenant, user name and groups. ``unrestricted`` reads every document of
+    the tenant (admins, and the local operator when authentication is off)."""
+
+    tenant: str
+    user: str | None = None
+    groups: tuple[str, ...] = ()
+    unrestricted: bool = False
+
+    def can_read(self, document: Document) -> bool:
+        """Whether ``document`` is this caller's to see: its tenant, and an ACL that admits the caller."""
+        if document.tenant != self.tenant:
+            return False
+        return document.acl is None or document.acl.admits(self)
+
+    @property
+    def fingerprint(self) -> str:
+        """Equal for callers who may read the same documents (a cache scope; never a secret)."""
+        if self.unrestricted:
+            return f"{self.tenant}\x00*"
+        return "\x00".join([self.tenant, self.user or "", *self.groups])
+
+
+UNRESTRICTED = Access(DEFAULT_TENANT, unrestricted=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +224,8 @@ class ApiKey:
     created_at: datetime
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
+    user: str | None = None  # who the key acts for in document ACLs
+    groups: tuple[str, ...] = ()
 
 
 # --- index versions ----------------------------------------------------------------------------------------
@@ -251,6 +322,7 @@ class Job:
     document_ids: tuple[str, ...]
     created_at: datetime
     updated_at: datetime
+    tenant: str = DEFAULT_TENANT
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +357,8 @@ class DocumentInput:
     filename: str | None = None
     content: bytes | None = None
     metadata: Metadata = field(default_factory=dict)
+    tenant: str = DEFAULT_TENANT
+    acl: Acl | None = None
 
 
 # --- retrieval and answers -------------------------------------------------------------------------------
@@ -292,9 +366,12 @@ class DocumentInput:
 
 @dataclass(frozen=True, slots=True)
 class SearchFilters:
-    """Metadata conditions, all of which must hold: a scalar means equality, a list means ``in``."""
+    """Metadata conditions, all of which must hold: a scalar means equality, a list means ``in``; and the
+    caller's ``access``: only documents whose ACL admits it (None or unrestricted: no ACL condition). Every
+    backend applies both inside its keyword and vector search (pre-filtering)."""
 
     conditions: tuple[tuple[str, MetadataValue], ...] = ()
+    access: Access | None = None
 
     @classmethod
     def from_mapping(cls, mapping: Metadata | None) -> SearchFilters:
@@ -307,8 +384,15 @@ class SearchFilters:
                 raise InvalidRequestError(f"filter {key!r} has an empty list")
         return cls(tuple(sorted((mapping or {}).items())))
 
+    @property
+    def acl_restricted(self) -> bool:
+        return self.access is not None and not self.access.unrestricted
+
+    def with_access(self, access: Access | None) -> SearchFilters:
+        return SearchFilters(self.conditions, access)
+
     def __bool__(self) -> bool:
-        return bool(self.conditions)
+        return bool(self.conditions) or self.acl_restricted
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from ragserve.domain import IndexConfig, IndexRoute, IndexState, IndexVersion, SearchFilters
+from ragserve.domain import DEFAULT_TENANT, IndexConfig, IndexRoute, IndexState, IndexVersion, SearchFilters
 from ragserve.errors import ConflictError, InvalidRequestError, NotFoundError
 from ragserve.evaluation import ndcg_at
 from ragserve.ingest.reindex import IndexBuilder
@@ -113,19 +113,25 @@ class IndexLifecycle:
         await anyio.to_thread.run_sync(self._versions.set_route, collection_id, active, canary, share, previous)
         self._state.changed(collection_id)
 
-    async def _collection_id(self, collection: str) -> str:
-        return (await anyio.to_thread.run_sync(self._store.get_collection, collection)).id
+    async def _collection_id(self, collection: str, tenant: str) -> str:
+        return (await anyio.to_thread.run_sync(self._store.get_collection, collection, tenant)).id
 
-    async def describe(self, collection: str) -> tuple[IndexRoute, list[IndexVersion]]:
-        collection_id = await self._collection_id(collection)
+    async def describe(self, collection: str, tenant: str = DEFAULT_TENANT) -> tuple[IndexRoute, list[IndexVersion]]:
+        """The tenant's collection's route and versions. Raises ``NotFoundError``."""
+        collection_id = await self._collection_id(collection, tenant)
         route = await anyio.to_thread.run_sync(self._versions.index_route, collection_id)
         return route, await anyio.to_thread.run_sync(self._versions.list_versions, collection_id)
 
     async def create(
-        self, collection: str, max_tokens: int | None, overlap_tokens: int | None, model: str | None
+        self,
+        collection: str,
+        max_tokens: int | None,
+        overlap_tokens: int | None,
+        model: str | None,
+        tenant: str = DEFAULT_TENANT,
     ) -> IndexVersion:
         """A new version (unset fields copied from the active one), built in the background."""
-        route, _ = await self.describe(collection)
+        route, _ = await self.describe(collection, tenant)
         base = route.active.config
         config = replace(
             base,
@@ -141,21 +147,23 @@ class IndexLifecycle:
         self._start_build(version)
         return version
 
-    async def _version(self, collection: str, number: int) -> IndexVersion:
-        _, versions = await self.describe(collection)
+    async def _version(self, collection: str, number: int, tenant: str) -> IndexVersion:
+        _, versions = await self.describe(collection, tenant)
         for version in versions:
             if version.version == number:
                 return version
         raise NotFoundError(f"collection {collection!r} has no index version {number}")
 
-    async def set_canary(self, collection: str, number: int | None, share: float) -> IndexRoute:
+    async def set_canary(
+        self, collection: str, number: int | None, share: float, tenant: str = DEFAULT_TENANT
+    ) -> IndexRoute:
         """Send ``share`` of the queries to version ``number``; None or a share of 0 ends the canary."""
-        route, _ = await self.describe(collection)
+        route, _ = await self.describe(collection, tenant)
         collection_id = route.active.collection_id
         if number is None or share <= 0:
             await self._set_route(collection_id, route.active.index_id, None, 0.0, _index_id(route.previous))
         else:
-            version = await self._version(collection, number)
+            version = await self._version(collection, number, tenant)
             if version.index_id == route.active.index_id:
                 raise ConflictError(f"version {number} is already the active one")
             _check_ready(version)
@@ -168,11 +176,13 @@ class IndexLifecycle:
             )
         return await anyio.to_thread.run_sync(self._versions.index_route, collection_id)
 
-    async def promote(self, collection: str, number: int, force: bool = False) -> GateResult:
+    async def promote(
+        self, collection: str, number: int, force: bool = False, tenant: str = DEFAULT_TENANT
+    ) -> GateResult:
         """Make version ``number`` the active one, if the golden-set gate passes (or ``force``). Raises
         ``ConflictError`` when refused."""
-        route, _ = await self.describe(collection)
-        version = await self._version(collection, number)
+        route, _ = await self.describe(collection, tenant)
+        version = await self._version(collection, number, tenant)
         if version.index_id == route.active.index_id:
             raise ConflictError(f"version {number} is already the active one")
         _check_ready(version)
@@ -189,18 +199,18 @@ class IndexLifecycle:
         logger.info("collection %s: index version %d promoted (gate %s)", collection, number, gate)
         return gate
 
-    async def rollback(self, collection: str) -> IndexRoute:
+    async def rollback(self, collection: str, tenant: str = DEFAULT_TENANT) -> IndexRoute:
         """Make the previously active version active again."""
-        route, _ = await self.describe(collection)
+        route, _ = await self.describe(collection, tenant)
         if route.previous is None or route.previous.state is not IndexState.READY:
             raise ConflictError(f"collection {collection!r} has no previous index version to roll back to")
         collection_id = route.active.collection_id
         await self._set_route(collection_id, route.previous.index_id, None, 0.0, route.active.index_id)
         return await anyio.to_thread.run_sync(self._versions.index_route, collection_id)
 
-    async def delete(self, collection: str, number: int) -> None:
+    async def delete(self, collection: str, number: int, tenant: str = DEFAULT_TENANT) -> None:
         """Drop a version no query is routed to (a running build is stopped first)."""
-        version = await self._version(collection, number)
+        version = await self._version(collection, number, tenant)
         build = self._builds.get(version.index_id)
         if build is not None:
             build[1].set()
@@ -208,8 +218,8 @@ class IndexLifecycle:
         await anyio.to_thread.run_sync(self._versions.delete_version, version.index_id)
         await anyio.to_thread.run_sync(self._index.drop, version.index_id)
 
-    async def set_golden_set(self, collection: str, golden: GoldenSet) -> None:
-        collection_id = await self._collection_id(collection)
+    async def set_golden_set(self, collection: str, golden: GoldenSet, tenant: str = DEFAULT_TENANT) -> None:
+        collection_id = await self._collection_id(collection, tenant)
         body: dict[str, object] = {"queries": golden.queries, "qrels": golden.qrels}
         await anyio.to_thread.run_sync(self._versions.set_golden_set, collection_id, body)
 

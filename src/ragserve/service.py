@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import anyio.to_thread
 from opentelemetry.trace import Span, use_span
@@ -23,6 +23,7 @@ from ragserve.cache.answers import answer_key
 from ragserve.cache.factory import build_caches
 from ragserve.domain import (
     ANONYMOUS,
+    Acl,
     Answer,
     AnswerDelta,
     Chunk,
@@ -237,52 +238,100 @@ class RagService:
                     ".docx, .json or .jsonl"
                 )
 
-    async def submit(self, inputs: Sequence[DocumentInput], idempotency_key: str | None = None) -> Job:
-        """Validate and stage documents as one job; the runner ingests them in the background."""
+    async def submit(
+        self, inputs: Sequence[DocumentInput], idempotency_key: str | None = None, principal: Principal = ANONYMOUS
+    ) -> Job:
+        """Validate and stage documents as one job of the caller's tenant (every input is put in that tenant's
+        collections); the runner ingests them in the background."""
         self.check_inputs(inputs)
+        inputs = [replace(item, tenant=principal.tenant) for item in inputs]
         request_hash = _request_hash(inputs) if idempotency_key else None
-        job = await anyio.to_thread.run_sync(self.jobs.create_job, inputs, idempotency_key, request_hash)
+        # Idempotency keys are the caller's own: another tenant's equal key names another request.
+        scoped_key = None if idempotency_key is None else f"{principal.tenant}\x00{idempotency_key}"
+        job = await anyio.to_thread.run_sync(self.jobs.create_job, inputs, scoped_key, request_hash)
         self.queue.notify()
         return job
 
-    async def get_job(self, job_id: str) -> Job:
-        return await anyio.to_thread.run_sync(self.jobs.get_job, job_id)
+    async def get_job(self, job_id: str, principal: Principal = ANONYMOUS) -> Job:
+        """Raises ``NotFoundError``, also for another tenant's job."""
+        job = await anyio.to_thread.run_sync(self.jobs.get_job, job_id)
+        if job.tenant != principal.tenant:
+            raise NotFoundError(f"job {job_id!r} not found")
+        return job
 
-    async def dead_letters(self, limit: int) -> list[DeadLetter]:
-        return await anyio.to_thread.run_sync(self.jobs.list_dead, limit)
+    async def dead_letters(self, limit: int, principal: Principal = ANONYMOUS) -> list[DeadLetter]:
+        """The dead-lettered items of the caller's tenant's jobs."""
+        dead = await anyio.to_thread.run_sync(self.jobs.list_dead, limit)
+        tenants = {job_id: await self._job_tenant(job_id) for job_id in {d.job_id for d in dead}}
+        return [d for d in dead if tenants[d.job_id] == principal.tenant]
 
-    async def requeue_dead(self, job_id: str | None) -> int:
-        """Put dead-lettered items back in the queue; returns how many."""
-        count = await anyio.to_thread.run_sync(self.jobs.requeue_dead, job_id)
+    async def _job_tenant(self, job_id: str) -> str | None:
+        with contextlib.suppress(NotFoundError):
+            return (await anyio.to_thread.run_sync(self.jobs.get_job, job_id)).tenant
+        return None
+
+    async def requeue_dead(self, job_id: str | None, principal: Principal = ANONYMOUS) -> int:
+        """Put the caller's tenant's dead-lettered items (of one job, or all) back in the queue; returns how
+        many. Raises ``NotFoundError`` for another tenant's job."""
+        if job_id is not None:
+            job_ids = [(await self.get_job(job_id, principal)).id]
+        else:
+            dead = await self.dead_letters(1_000_000, principal)
+            job_ids = sorted({d.job_id for d in dead})
+        count = 0
+        for one in job_ids:
+            count += await anyio.to_thread.run_sync(self.jobs.requeue_dead, one)
         self.queue.notify()
         return count
 
-    async def list_collections(self) -> list[CollectionSummary]:
-        return await anyio.to_thread.run_sync(self.store.summarize_collections)
+    async def list_collections(self, principal: Principal = ANONYMOUS) -> list[CollectionSummary]:
+        return await anyio.to_thread.run_sync(self.store.summarize_collections, principal.tenant)
 
-    async def retrieval_settings(self, collection: str) -> tuple[RetrievalOverrides, RetrievalSettings]:
+    async def retrieval_settings(
+        self, collection: str, principal: Principal = ANONYMOUS
+    ) -> tuple[RetrievalOverrides, RetrievalSettings]:
         """A collection's own overrides and the settings its searches use. Raises ``NotFoundError``."""
-        found = await anyio.to_thread.run_sync(self.store.get_collection, collection)
+        found = await anyio.to_thread.run_sync(self.store.get_collection, collection, principal.tenant)
         overrides = await anyio.to_thread.run_sync(self.store.get_retrieval_overrides, found.id)
         return RetrievalOverrides.model_validate(overrides), self.retriever.settings_for(found.id)
 
-    async def set_retrieval_settings(self, collection: str, overrides: RetrievalOverrides) -> None:
+    async def set_retrieval_settings(
+        self, collection: str, overrides: RetrievalOverrides, principal: Principal = ANONYMOUS
+    ) -> None:
         """Replace a collection's overrides; searches use them from the next query on."""
+        found = await anyio.to_thread.run_sync(self.store.get_collection, collection, principal.tenant)
         await anyio.to_thread.run_sync(
-            self.store.set_retrieval_overrides, collection, overrides.model_dump(exclude_none=True)
+            self.store.set_retrieval_overrides, found.id, overrides.model_dump(exclude_none=True)
         )
-        found = await anyio.to_thread.run_sync(self.store.get_collection, collection)
         self.state.changed(found.id)
 
-    async def get_document(self, document_id: str) -> tuple[Document, list[Chunk]]:
+    async def _readable(self, document_id: str, principal: Principal) -> Document:
+        """The document, if the caller may read it; ``NotFoundError`` otherwise (never "forbidden": that would
+        tell the caller the document exists)."""
         document = await anyio.to_thread.run_sync(self.store.get_document, document_id)
+        if not principal.access.can_read(document):
+            raise NotFoundError(f"document {document_id!r} not found")
+        return document
+
+    async def get_document(self, document_id: str, principal: Principal = ANONYMOUS) -> tuple[Document, list[Chunk]]:
+        document = await self._readable(document_id, principal)
         chunks = await anyio.to_thread.run_sync(self.store.get_chunks, document_id)
         return document, chunks
 
-    async def list_documents(self, collection: str | None, limit: int, offset: int) -> tuple[list[Document], int]:
-        return await anyio.to_thread.run_sync(self.store.list_documents, collection, limit, offset)
+    async def list_documents(
+        self, collection: str | None, limit: int, offset: int, principal: Principal = ANONYMOUS
+    ) -> tuple[list[Document], int]:
+        return await anyio.to_thread.run_sync(self.store.list_documents, collection, limit, offset, principal.access)
 
-    async def delete_document(self, document_id: str) -> None:
+    async def set_acl(self, document_id: str, acl: Acl | None, principal: Principal = ANONYMOUS) -> Document:
+        """Replace a document's ACL at once, without re-embedding; answers cached from it are dropped."""
+        await self._readable(document_id, principal)
+        await anyio.to_thread.run_sync(self.store.set_acl, document_id, acl)
+        await anyio.to_thread.run_sync(self._documents_changed, [document_id])
+        return await anyio.to_thread.run_sync(self.store.get_document, document_id)
+
+    async def delete_document(self, document_id: str, principal: Principal = ANONYMOUS) -> None:
+        await self._readable(document_id, principal)
         removed = await anyio.to_thread.run_sync(self.store.delete_document, document_id)
         for index_id, chunk_ids in removed.items():
             await anyio.to_thread.run_sync(self.index.delete, index_id, chunk_ids)
@@ -301,32 +350,36 @@ class RagService:
         *,
         delete_missing: bool = True,
         dry_run: bool = False,
+        principal: Principal = ANONYMOUS,
     ) -> SyncReport:
         """Apply a source's new and changed files (as request-sized jobs) and, with ``delete_missing``, delete
         the documents of files it no longer has (see ``ingest/sync.py``). Raises ``PayloadTooLargeError`` or
         ``InvalidRequestError`` before anything changes."""
         prepared = await anyio.to_thread.run_sync(
-            prepare_sync, self.store, collection, source, files, delete_missing, self.check_inputs
+            prepare_sync, self.store, collection, source, files, delete_missing, self.check_inputs, principal.tenant
         )
         if dry_run:
             return SyncReport(prepared.plan, prepared.skipped, ())
         paths, step = prepared.plan.to_submit, self.settings.limits.max_documents_per_request
         jobs = []
         for i in range(0, len(paths), step):
-            jobs.append(await self.submit(await anyio.to_thread.run_sync(prepared.inputs, paths[i : i + step])))
+            inputs = await anyio.to_thread.run_sync(prepared.inputs, paths[i : i + step])
+            jobs.append(await self.submit(inputs, principal=principal))
         for document in prepared.plan.to_delete:
             with contextlib.suppress(NotFoundError):  # deleted meanwhile: already what we want
-                await self.delete_document(document.document_id)
+                await self.delete_document(document.document_id, principal)
         return SyncReport(prepared.plan, prepared.skipped, tuple(jobs))
 
     # --- retrieval and answers ----------------------------------------------------------------------------
 
-    def _validated(self, query: SearchQuery) -> SearchQuery:
+    def _validated(self, query: SearchQuery, principal: Principal) -> SearchQuery:
         text = validate_query(query.text, self.settings.limits.max_query_chars)
-        return SearchQuery(text, query.k, query.offset, query.collection, query.filters, query.mode)
+        filters = query.filters.with_access(principal.access)
+        return SearchQuery(text, query.k, query.offset, query.collection, filters, query.mode)
 
-    async def search(self, query: SearchQuery) -> SearchResult:
-        return await anyio.to_thread.run_sync(self.retriever.search, self._validated(query))
+    async def search(self, query: SearchQuery, principal: Principal = ANONYMOUS) -> SearchResult:
+        """Only what the caller may read: its tenant's collection, documents its ACLs admit."""
+        return await anyio.to_thread.run_sync(self.retriever.search, self._validated(query, principal))
 
     async def answer(
         self,
@@ -336,13 +389,14 @@ class RagService:
         filters: Metadata | None,
         principal: Principal = ANONYMOUS,
     ) -> Answer:
-        """``principal`` scopes the answer cache (tenant and groups) and labels LLM token accounting."""
+        """``principal`` decides what may be retrieved (tenant, document ACLs), scopes the answer cache (by its
+        permission set) and labels LLM token accounting."""
         with start_span("ragserve.answer"):
             key = await self._answer_key(question, k, collection, filters, principal)
             cached = await self._cached_answer(key)
             if cached is not None:
                 return cached
-            hits = await self._contexts(question, k, collection, filters)
+            hits = await self._contexts(question, k, collection, filters, principal)
             generations = await self._generations(key, hits)
             with timed("generate"):
                 answer = await self.generator.generate(question.strip(), hits.hits, principal=principal.label)
@@ -359,12 +413,13 @@ class RagService:
             return None
         name = collection or self.settings.default_collection
         try:
-            collection_id = await anyio.to_thread.run_sync(self.state.collection_id, name)
+            collection_id = await anyio.to_thread.run_sync(self.state.collection_id, name, principal.tenant)
             route = await anyio.to_thread.run_sync(self.state.route, collection_id)
         except NotFoundError:
             return None
         search_filters = SearchFilters.from_mapping(filters)
-        scope = json.dumps([principal.tenant, sorted(principal.groups)])
+        # Callers who may read the same documents share answers; nobody else does.
+        scope = hashlib.sha256(principal.access.fingerprint.encode()).hexdigest()
         return answer_key(
             question, name, k or self.settings.answer.k, search_filters, route, self._generation_id, scope
         )
@@ -424,7 +479,7 @@ class RagService:
                 if cached is not None:
                     span.end()
                     return _replay(cached)
-                hits = await self._contexts(question, k, collection, filters)
+                hits = await self._contexts(question, k, collection, filters, principal)
                 generations = await self._generations(key, hits)
         except BaseException:
             span.end()
@@ -453,7 +508,7 @@ class RagService:
             span.end()
 
     async def _contexts(
-        self, question: str, k: int | None, collection: str | None, filters: Metadata | None
+        self, question: str, k: int | None, collection: str | None, filters: Metadata | None, principal: Principal
     ) -> SearchResult:
         query = SearchQuery(
             question,
@@ -463,7 +518,7 @@ class RagService:
             SearchFilters.from_mapping(filters),
             "hybrid",
         )
-        return await self.search(query)
+        return await self.search(query, principal)
 
 
 async def _replay(answer: Answer) -> AsyncIterator[AnswerDelta | Answer]:

@@ -12,6 +12,7 @@ import numpy as np
 import psycopg
 import pytest
 
+import ragserve.stores.migrations.versions
 from ragserve.domain import DocumentInput, IndexConfig, NewChunk, ParsedDocument, SearchFilters, TextBlock
 from ragserve.evaluation import read_corpus, read_queries
 from ragserve.settings import VectorIndexSettings
@@ -79,7 +80,13 @@ def test_replicas_starting_together_migrate_once(postgres_url: str) -> None:
     # Without the advisory lock the second CREATE TABLE of the same schema fails.
     assert errors == []
     with psycopg.connect(postgres_url) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(_head_revision(),)]
+
+
+def _head_revision() -> str:
+    """The newest migration's revision, read from the migration files themselves."""
+    versions = Path(ragserve.stores.migrations.versions.__file__).parent
+    return max(p.name.split("_")[0].lstrip("v") for p in versions.glob("v[0-9]*_*.py"))
 
 
 def test_a_database_of_another_dimension_is_refused(postgres_url: str) -> None:

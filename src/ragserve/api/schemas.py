@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ragserve.domain import (
+    Acl,
     Answer,
     Chunk,
     Citation,
@@ -21,6 +22,24 @@ from ragserve.domain import (
 from ragserve.ingest.sync import SyncReport
 
 
+class AclBody(BaseModel):
+    """Who may read a document within the tenant. No ACL at all: everyone in the tenant."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    users: list[str] = Field(default_factory=list, max_length=1000)
+    groups: list[str] = Field(default_factory=list, max_length=1000)
+    public: bool = False
+
+    def to_acl(self) -> Acl:
+        """Raises ``InvalidRequestError`` for a bad name."""
+        return Acl.of(self.users, self.groups, self.public)
+
+    @classmethod
+    def of(cls, acl: Acl | None) -> AclBody | None:
+        return None if acl is None else cls(users=list(acl.users), groups=list(acl.groups), public=acl.public)
+
+
 class DocumentCreateItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -30,6 +49,7 @@ class DocumentCreateItem(BaseModel):
     filename: str | None = Field(default=None, max_length=512)
     content_base64: str | None = None
     metadata: Metadata = Field(default_factory=dict)
+    acl: AclBody | None = None
 
 
 class DocumentCreate(BaseModel):
@@ -48,6 +68,7 @@ class DocumentUpsert(BaseModel):
     filename: str | None = Field(default=None, max_length=512)
     content_base64: str | None = None
     metadata: Metadata = Field(default_factory=dict)
+    acl: AclBody | None = None
 
 
 class JobAccepted(BaseModel):
@@ -168,6 +189,7 @@ class DocumentPublic(BaseModel):
     chunk_count: int
     created_at: datetime
     updated_at: datetime
+    acl: AclBody | None = None
     chunks: list[ChunkPublic] | None = None
 
     @classmethod
@@ -183,6 +205,7 @@ class DocumentPublic(BaseModel):
             chunk_count=document.chunk_count,
             created_at=document.created_at,
             updated_at=document.updated_at,
+            acl=AclBody.of(document.acl),
             chunks=None if chunks is None else [ChunkPublic.of(c) for c in chunks],
         )
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from ragserve.domain import DocumentInput, Job, SearchFilters
+from ragserve.domain import DEFAULT_TENANT, DocumentInput, Job, SearchFilters
 from ragserve.errors import InvalidRequestError, NotFoundError
 from ragserve.ingest.loaders import is_supported
 from ragserve.ingest.pipeline import input_hash
@@ -138,6 +138,7 @@ def prepare_sync(
     files: Sequence[SourceFile],
     delete_missing: bool,
     check: Callable[[Sequence[DocumentInput]], None],
+    tenant: str = DEFAULT_TENANT,
 ) -> PreparedSync:
     """Hash every supported file, passing each one's input to ``check`` (which raises for one over a limit),
     and plan against the stored state. Raises ``InvalidRequestError`` for a path given twice."""
@@ -157,14 +158,16 @@ def prepare_sync(
         item = source_input(collection, source, path, file.read())
         check([item])
         hashes[path] = input_hash(item)
-    owned, foreign_ids = _stored_state(store, collection, source)
+    owned, foreign_ids = _stored_state(store, collection, source, tenant)
     plan = plan_sync(owned, foreign_ids, hashes, delete_missing)
     return PreparedSync(collection, source, plan, tuple(sorted(skipped)), supported)
 
 
-def _stored_state(store: DocumentStore, collection: str, source: str) -> tuple[list[DocumentFingerprint], set[str]]:
+def _stored_state(
+    store: DocumentStore, collection: str, source: str, tenant: str
+) -> tuple[list[DocumentFingerprint], set[str]]:
     try:
-        collection_id = store.get_collection(collection).id
+        collection_id = store.get_collection(collection, tenant).id
     except NotFoundError:
         return [], set()
     owned = store.document_fingerprints(collection_id, SearchFilters.from_mapping({SOURCE_KEY: source}))

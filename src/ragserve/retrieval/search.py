@@ -10,7 +10,7 @@ from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ragserve.domain import IndexRoute, IndexVersion, SearchFilters, SearchMode, SearchResult
+from ragserve.domain import DEFAULT_TENANT, IndexRoute, IndexVersion, SearchFilters, SearchMode, SearchResult
 from ragserve.embedding.protocol import Embedder
 from ragserve.errors import EmptyQueryError, NotFoundError, PayloadTooLargeError, ServiceUnavailableError
 from ragserve.observability.metrics import (
@@ -104,8 +104,9 @@ class Retriever:
 
     def search(self, query: SearchQuery) -> SearchResult:
         name = query.collection or self._default_collection
+        access = query.filters.access
         try:
-            collection_id = self.state.collection_id(name)
+            collection_id = self.state.collection_id(name, DEFAULT_TENANT if access is None else access.tenant)
         except NotFoundError:
             if query.collection is not None and query.collection != self._default_collection:
                 raise
@@ -117,7 +118,9 @@ class Retriever:
         RETRIEVAL_QUERY_LENGTH.observe(self._embedder.count_tokens([query.text])[0])
         ranking = self.rank(collection_id, version.index_id, query.text, query.k + query.offset, query.filters, mode)
         with timed("load"):
-            hits = self._store.hits(ranking.scored[query.offset : query.offset + query.k])
+            # The store checks the caller's tenant and ACLs once more as it loads the text (a document whose
+            # ACL changed while this query ran is dropped here).
+            hits = self._store.hits(ranking.scored[query.offset : query.offset + query.k], access)
         return SearchResult(hits=tuple(hits), mode=mode, degraded=ranking.degraded, index_version=version.version)
 
     def rank(
@@ -130,6 +133,7 @@ class Retriever:
         set; if the only requested half fails, its error propagates."""
         settings = self.settings_for(collection_id)
         candidates = max(settings.candidates, n)
+        filters = self._without_needless_acl(collection_id, filters)
         if mode == "keyword":
             return Ranking(self._keyword(index_id, text, candidates, filters)[:n])
         if mode == "dense":
@@ -153,6 +157,13 @@ class Retriever:
             else:
                 fused = zscore_fusion(dense, keyword, settings.hybrid_alpha)
         return Ranking(fused[:n])
+
+    def _without_needless_acl(self, collection_id: str, filters: SearchFilters) -> SearchFilters:
+        """The filters without their ACL condition when no document of the collection is restricted: the
+        unfiltered (faster) search then finds exactly the same chunks. ``hits`` still checks the ACLs."""
+        if filters.acl_restricted and not self._store.has_restricted_documents(collection_id):
+            return SearchFilters(filters.conditions)
+        return filters
 
     def _outcome(self, future: Future[Scored], half: str) -> Scored | None:
         try:

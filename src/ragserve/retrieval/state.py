@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from ragserve.cache.protocol import Invalidation
-from ragserve.domain import IndexRoute
+from ragserve.domain import DEFAULT_TENANT, IndexRoute
 from ragserve.stores.protocol import CollectionSettingsStore, DocumentStore, IndexVersionStore
 
 TOPIC = "collection"
@@ -28,17 +28,18 @@ class CollectionState:
         self._versions = versions
         self._invalidation = invalidation
         self._ttl = ttl_seconds
-        self._ids: dict[str, str] = {}  # names never change id
+        self._ids: dict[tuple[str, str], str] = {}  # a tenant's name never changes id
         self._cached: dict[tuple[str, str], tuple[float, Any]] = {}
         self._lock = threading.Lock()
         invalidation.subscribe(TOPIC, self._forget)
 
-    def collection_id(self, name: str) -> str:
-        """Raises ``NotFoundError`` (not cached: the collection may be created next)."""
-        found = self._ids.get(name)
+    def collection_id(self, name: str, tenant: str = DEFAULT_TENANT) -> str:
+        """The id of the tenant's collection ``name``. Raises ``NotFoundError`` (not cached: the collection may
+        be created next)."""
+        found = self._ids.get((tenant, name))
         if found is None:
-            found = self._store.get_collection(name).id
-            self._ids[name] = found
+            found = self._store.get_collection(name, tenant).id
+            self._ids[(tenant, name)] = found
         return found
 
     def overrides(self, collection_id: str) -> dict[str, object]:

@@ -9,13 +9,14 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import jwt
 
-from ragserve.domain import ANONYMOUS, SCOPES, ApiKey, Principal
+from ragserve.domain import ANONYMOUS, SCOPES, Acl, ApiKey, Principal
 from ragserve.errors import AuthenticationError, InvalidRequestError, PermissionDeniedError
 from ragserve.security.keys import hash_key, key_id_of, new_key, same_hash
 from ragserve.settings import AuthSettings, JwtSettings, Settings
@@ -49,14 +50,23 @@ def load_pepper(settings: Settings) -> bytes:
 
 
 def create_key(
-    keys: ApiKeyStore, pepper: bytes, name: str, tenant: str, scopes: list[str], expires_days: float | None
+    keys: ApiKeyStore,
+    pepper: bytes,
+    name: str,
+    tenant: str,
+    scopes: list[str],
+    expires_days: float | None,
+    user: str | None = None,
+    groups: Sequence[str] = (),
 ) -> tuple[str, ApiKey]:
-    """A new key (returned once, never stored) and its record. Raises ``InvalidRequestError``."""
+    """A new key (returned once, never stored) and its record; ``user`` and ``groups`` are who it reads as
+    in document ACLs. Raises ``InvalidRequestError``."""
     unknown = sorted(set(scopes) - set(SCOPES))
     if unknown or not scopes:
         raise InvalidRequestError(f"scopes must be some of {', '.join(SCOPES)}; got {', '.join(scopes) or 'none'}")
     if not tenant.strip() or len(tenant) > 128:
         raise InvalidRequestError("tenant must be 1-128 characters")
+    checked = Acl.of([user] if user else [], list(groups), public=False)  # the names ACLs may list
     secret, key_id = new_key()
     now = datetime.now(UTC)
     record = ApiKey(
@@ -66,6 +76,8 @@ def create_key(
         scopes=tuple(s for s in SCOPES if s in scopes),
         created_at=now,
         expires_at=None if expires_days is None else now + timedelta(days=expires_days),
+        user=user or None,
+        groups=checked.groups,
     )
     keys.create_key(record, hash_key(secret, pepper))
     return secret, record
@@ -105,6 +117,7 @@ class JwtVerifier:
             tenant=tenant,
             scopes=frozenset(x for x in scopes if x in SCOPES),
             groups=tuple(str(g) for g in groups) if isinstance(groups, list) else (),
+            user=str(claims["sub"]),
         )
 
 
@@ -153,7 +166,14 @@ class Authenticator:
             raise AuthenticationError(f"API key {key.id} was revoked")
         if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
             raise AuthenticationError(f"API key {key.id} expired")
-        principal = Principal(subject=f"key:{key.id}", tenant=key.tenant, scopes=frozenset(key.scopes), key_id=key.id)
+        principal = Principal(
+            subject=f"key:{key.id}",
+            tenant=key.tenant,
+            scopes=frozenset(key.scopes),
+            groups=key.groups,
+            key_id=key.id,
+            user=key.user,
+        )
         with self._lock:
             self._verified[digest] = (now + self._cache_seconds, principal)
         return principal

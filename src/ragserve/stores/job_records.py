@@ -6,9 +6,10 @@ from __future__ import annotations
 import base64
 import json
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ragserve.domain import DocumentInput, JobError, JobStatus
+from ragserve.domain import DEFAULT_TENANT, Acl, DocumentInput, JobError, JobStatus
 
 
 def encode_input(item: DocumentInput) -> bytes:
@@ -20,6 +21,8 @@ def encode_input(item: DocumentInput) -> bytes:
         "filename": item.filename,
         "content": None if item.content is None else base64.b64encode(item.content).decode("ascii"),
         "metadata": item.metadata,
+        "tenant": item.tenant,
+        "acl": acl_to_json(item.acl),
     }
     return zlib.compress(json.dumps(payload).encode("utf-8"), level=1)
 
@@ -35,7 +38,33 @@ def decode_input(blob: bytes) -> DocumentInput:
         filename=payload["filename"],
         content=None if content is None else base64.b64decode(content),
         metadata=payload["metadata"],
+        tenant=payload.get("tenant", DEFAULT_TENANT),  # staged before tenants existed
+        acl=acl_from_json(payload.get("acl")),
     )
+
+
+def job_tenant(inputs: Sequence[DocumentInput]) -> str:
+    """The tenant a job belongs to: its inputs' (the service never mixes tenants in one job)."""
+    tenants = {item.tenant for item in inputs}
+    if len(tenants) > 1:
+        raise ValueError("a job's documents must belong to one tenant")
+    return tenants.pop() if tenants else DEFAULT_TENANT
+
+
+def acl_to_json(acl: Acl | None) -> dict[str, object] | None:
+    """An ACL as stored in a document row (JSON): None for no ACL."""
+    if acl is None:
+        return None
+    return {"users": list(acl.users), "groups": list(acl.groups), "public": acl.public}
+
+
+def acl_from_json(data: object) -> Acl | None:
+    if data is None:
+        return None
+    if isinstance(data, str | bytes):
+        data = json.loads(data)
+    assert isinstance(data, dict)
+    return Acl(tuple(data.get("users", ())), tuple(data.get("groups", ())), bool(data.get("public", False)))
 
 
 @dataclass(frozen=True, slots=True)

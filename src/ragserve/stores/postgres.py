@@ -17,6 +17,10 @@ import numpy as np
 from psycopg.types.json import Jsonb
 
 from ragserve.domain import (
+    DEFAULT_TENANT,
+    UNRESTRICTED,
+    Access,
+    Acl,
     Chunk,
     Collection,
     CollectionSummary,
@@ -30,14 +34,15 @@ from ragserve.domain import (
 )
 from ragserve.errors import IndexVersionsChangedError, NotFoundError
 from ragserve.stores.codec import config_to_json, decode_parsed, encode_parsed
+from ragserve.stores.job_records import acl_from_json, acl_to_json
 from ragserve.stores.postgres_chunks import StatsDelta, delete_chunks, replace_chunks
 from ragserve.stores.postgres_db import Connection, PostgresDatabase, utc_now
-from ragserve.stores.postgres_search import bm25_query, metadata_filter
+from ragserve.stores.postgres_search import acl_filter, bm25_query, metadata_filter
 from ragserve.stores.protocol import ChunkChanges, DocumentFingerprint, DocumentWrite, StagedItem, Vectors
 
 _DOCUMENT_COLUMNS = (
     "d.id, c.name, d.external_id, d.title, d.source, d.metadata, d.status, d.content_hash, d.chunk_count, "
-    "d.created_at, d.updated_at"
+    "d.created_at, d.updated_at, c.tenant, d.acl"
 )
 _FROM_DOCUMENTS = "FROM documents d JOIN collections c ON c.id = d.collection_id"
 
@@ -56,21 +61,34 @@ def _document(row: tuple[Any, ...]) -> Document:
         chunk_count=int(row[8]),
         created_at=row[9],
         updated_at=row[10],
+        tenant=str(row[11]),
+        acl=acl_from_json(row[12]),
     )
 
 
-def create_collection(conn: Connection, name: str, config_json: str) -> str:
-    """The id of the collection called ``name``, created if missing with its index version 1 (configured by
-    ``config_json``), inside the caller's transaction. Concurrent creators of one name get the same id."""
+def acl_json(acl: Acl | None) -> Jsonb | None:
+    data = acl_to_json(acl)
+    return None if data is None else Jsonb(data)
+
+
+def is_restricted(acl: Acl | None) -> bool:
+    """Whether the ACL keeps some of the tenant's callers out: what the ACL condition of a search checks."""
+    return acl is not None and not acl.public
+
+
+def create_collection(conn: Connection, name: str, tenant: str, config_json: str) -> str:
+    """The id of the tenant's collection called ``name``, created if missing with its index version 1
+    (configured by ``config_json``), inside the caller's transaction. Concurrent creators of one name get the
+    same id."""
     collection_id = uuid.uuid4().hex
     now = utc_now()
     created = conn.execute(
-        "INSERT INTO collections(id, name, created_at, active_index) VALUES (%s, %s, %s, %s) "
-        "ON CONFLICT (name) DO NOTHING RETURNING id",
-        (collection_id, name, now, collection_id),
+        "INSERT INTO collections(id, name, tenant, created_at, active_index) VALUES (%s, %s, %s, %s, %s) "
+        "ON CONFLICT (tenant, name) DO NOTHING RETURNING id",
+        (collection_id, name, tenant, now, collection_id),
     ).fetchone()
     if created is None:
-        row = conn.execute("SELECT id FROM collections WHERE name = %s", (name,)).fetchone()
+        row = conn.execute("SELECT id FROM collections WHERE tenant = %s AND name = %s", (tenant, name)).fetchone()
         assert row is not None
         return str(row[0])
     conn.execute(
@@ -101,28 +119,31 @@ class PostgresStore:
 
     # --- collections -----------------------------------------------------------------------------------
 
-    def ensure_collection(self, name: str) -> Collection:
+    def ensure_collection(self, name: str, tenant: str = DEFAULT_TENANT) -> Collection:
         with self._db.write() as conn:
-            create_collection(conn, name, self._config_json)
-        return self.get_collection(name)
+            create_collection(conn, name, tenant, self._config_json)
+        return self.get_collection(name, tenant)
 
-    def get_collection(self, name: str) -> Collection:
+    def get_collection(self, name: str, tenant: str = DEFAULT_TENANT) -> Collection:
         with self._db.primary() as conn:
-            row = conn.execute("SELECT id, name, created_at FROM collections WHERE name = %s", (name,)).fetchone()
+            row = conn.execute(
+                "SELECT id, name, created_at, tenant FROM collections WHERE tenant = %s AND name = %s", (tenant, name)
+            ).fetchone()
         if row is None:
             raise NotFoundError(f"collection {name!r} not found")
-        return Collection(id=str(row[0]), name=str(row[1]), created_at=row[2])
+        return Collection(str(row[0]), str(row[1]), row[2], str(row[3]))
 
     def list_collections(self) -> list[Collection]:
         with self._db.primary() as conn:
-            rows = conn.execute("SELECT id, name, created_at FROM collections ORDER BY name").fetchall()
-        return [Collection(id=str(r[0]), name=str(r[1]), created_at=r[2]) for r in rows]
+            rows = conn.execute("SELECT id, name, created_at, tenant FROM collections ORDER BY tenant, name").fetchall()
+        return [Collection(str(r[0]), str(r[1]), r[2], str(r[3])) for r in rows]
 
-    def summarize_collections(self) -> list[CollectionSummary]:
+    def summarize_collections(self, tenant: str = DEFAULT_TENANT) -> list[CollectionSummary]:
         with self._db.primary() as conn:
             rows = conn.execute(
                 "SELECT c.name, count(d.id) FROM collections c LEFT JOIN documents d ON d.collection_id = c.id "
-                "GROUP BY c.id ORDER BY c.name"
+                "WHERE c.tenant = %s GROUP BY c.id ORDER BY c.name",
+                (tenant,),
             ).fetchall()
         return [CollectionSummary(name=str(r[0]), document_count=int(r[1])) for r in rows]
 
@@ -131,14 +152,14 @@ class PostgresStore:
             row = conn.execute("SELECT retrieval FROM collections WHERE id = %s", (collection_id,)).fetchone()
         return {} if row is None else dict(row[0])
 
-    def set_retrieval_overrides(self, name: str, overrides: dict[str, object]) -> None:
+    def set_retrieval_overrides(self, collection_id: str, overrides: dict[str, object]) -> None:
         """Raises ``NotFoundError`` for an unknown collection."""
         with self._db.write() as conn:
             updated = conn.execute(
-                "UPDATE collections SET retrieval = %s WHERE name = %s", (Jsonb(overrides), name)
+                "UPDATE collections SET retrieval = %s WHERE id = %s", (Jsonb(overrides), collection_id)
             ).rowcount
         if not updated:
-            raise NotFoundError(f"collection {name!r} not found")
+            raise NotFoundError(f"collection {collection_id!r} not found")
 
     # --- documents ---------------------------------------------------------------------------------------
 
@@ -158,8 +179,15 @@ class PostgresStore:
             ).fetchone()
         return None if row is None else _document(row)
 
-    def list_documents(self, collection: str | None, limit: int, offset: int) -> tuple[list[Document], int]:
-        where, params = ("WHERE c.name = %s", [collection]) if collection else ("", [])
+    def list_documents(
+        self, collection: str | None, limit: int, offset: int, access: Access = UNRESTRICTED
+    ) -> tuple[list[Document], int]:
+        where = "WHERE c.tenant = %s"
+        params: list[object] = [access.tenant]
+        if collection:
+            where, params = where + " AND c.name = %s", [*params, collection]
+        clause, acl_params = acl_filter(access)
+        where, params = where + clause, [*params, *acl_params]
         with self._db.primary() as conn:
             total = conn.execute(f"SELECT count(*) {_FROM_DOCUMENTS} {where}", params).fetchone()
             rows = conn.execute(
@@ -168,6 +196,22 @@ class PostgresStore:
                 [*params, limit, offset],
             ).fetchall()
         return [_document(r) for r in rows], int(total[0] if total else 0)
+
+    def set_acl(self, document_id: str, acl: Acl | None) -> None:
+        with self._db.write() as conn:
+            updated = conn.execute(
+                "UPDATE documents SET acl = %s, restricted = %s, updated_at = %s WHERE id = %s",
+                (acl_json(acl), is_restricted(acl), utc_now(), document_id),
+            ).rowcount
+        if not updated:
+            raise NotFoundError(f"document {document_id!r} not found")
+
+    def has_restricted_documents(self, collection_id: str) -> bool:
+        with self._db.primary() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM documents WHERE collection_id = %s AND restricted LIMIT 1", (collection_id,)
+            ).fetchone()
+        return row is not None
 
     def delete_document(self, document_id: str) -> dict[str, list[int]]:
         with self._db.write() as conn:
@@ -212,12 +256,14 @@ class PostgresStore:
                 for index_id, chunks in sorted(write.chunks.items())
             }
             conn.execute(
-                "UPDATE documents SET title = %s, source = %s, metadata = %s, status = %s, content_hash = %s, "
-                "chunk_count = %s, parsed = %s, updated_at = %s WHERE id = %s",
+                "UPDATE documents SET title = %s, source = %s, metadata = %s, acl = %s, restricted = %s, "
+                "status = %s, content_hash = %s, chunk_count = %s, parsed = %s, updated_at = %s WHERE id = %s",
                 (
                     write.title,
                     source,
                     Jsonb(item.input.metadata),
+                    acl_json(item.input.acl),
+                    is_restricted(item.input.acl),
                     DocumentStatus.READY.value,
                     write.content_hash,
                     len(write.chunks.get(str(route[0]), ())),
@@ -289,14 +335,21 @@ class PostgresStore:
             ).fetchall()
         return [Chunk(*row) for row in rows]
 
-    def hits(self, scored: Sequence[tuple[int, float]]) -> list[SearchHit]:
+    def hits(self, scored: Sequence[tuple[int, float]], access: Access | None = None) -> list[SearchHit]:
+        """With ``access``, only chunks of its tenant that its ACLs admit, read from the primary: a replica
+        that lags behind an ACL change must not let a chunk through."""
         if not scored:
             return []
-        with self._db.replica() as conn:
+        clause, params = acl_filter(access)
+        if access is not None:
+            clause += " AND d.collection_id IN (SELECT id FROM collections WHERE tenant = %s)"
+            params = [*params, access.tenant]
+        reader = self._db.primary if access is not None else self._db.replica
+        with reader() as conn:
             rows = conn.execute(
                 "SELECT c.id, c.document_id, d.external_id, d.title, d.source, c.text, d.metadata, c.section, "
-                "c.page FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id = ANY(%s)",
-                ([cid for cid, _ in scored],),
+                f"c.page FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id = ANY(%s){clause}",
+                [[cid for cid, _ in scored], *params],
             ).fetchall()
         found = {int(row[0]): row for row in rows}
         hits = []
@@ -377,7 +430,8 @@ class PostgresStore:
         """External ids of a collection's documents (empty if the collection does not exist)."""
         with self._db.primary() as conn:
             rows = conn.execute(
-                f"SELECT d.external_id {_FROM_DOCUMENTS} WHERE c.name = %s AND d.external_id IS NOT NULL",
+                f"SELECT d.external_id {_FROM_DOCUMENTS} WHERE c.name = %s AND c.tenant = 'default' "
+                "AND d.external_id IS NOT NULL",
                 (collection,),
             ).fetchall()
         return {str(r[0]) for r in rows}

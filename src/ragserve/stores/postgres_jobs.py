@@ -31,8 +31,8 @@ from ragserve.domain import (
 )
 from ragserve.errors import ConflictError, NotFoundError
 from ragserve.stores.codec import config_to_json
-from ragserve.stores.job_records import OutboxPolicy, decode_input, encode_input, error_json, job_status
-from ragserve.stores.postgres import create_collection
+from ragserve.stores.job_records import OutboxPolicy, decode_input, encode_input, error_json, job_status, job_tenant
+from ragserve.stores.postgres import acl_json, create_collection, is_restricted
 from ragserve.stores.postgres_db import Connection, PostgresDatabase, utc_now
 from ragserve.stores.protocol import StagedItem
 
@@ -66,9 +66,9 @@ class PostgresJobStore:
                         raise ConflictError("this Idempotency-Key was already used with a different request")
                     return self._job(conn, str(row[1]))
             conn.execute(
-                "INSERT INTO jobs(id, kind, stage, total, created_at, updated_at) "
-                "VALUES (%s, 'ingest', 'queued', %s, %s, %s)",
-                (job_id, len(inputs), now, now),
+                "INSERT INTO jobs(id, kind, stage, total, created_at, updated_at, tenant) "
+                "VALUES (%s, 'ingest', 'queued', %s, %s, %s, %s)",
+                (job_id, len(inputs), now, now, job_tenant(inputs)),
             )
             rows = [
                 (job_id, seq, self._stage_document(conn, item, now), encode_input(item))
@@ -95,11 +95,11 @@ class PostgresJobStore:
     def _stage_document(self, conn: Connection, item: DocumentInput, now: datetime) -> str:
         """The id of the document this input writes: an existing one with the same external id, or a new
         pending row (which disappears again if its ingestion fails)."""
-        collection_id = create_collection(conn, item.collection, self._config_json)
+        collection_id = create_collection(conn, item.collection, item.tenant, self._config_json)
         document_id = str(uuid.uuid4())
         row = conn.execute(
-            "INSERT INTO documents(id, collection_id, external_id, title, source, metadata, status, created_at, "
-            "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "INSERT INTO documents(id, collection_id, external_id, title, source, metadata, acl, restricted, status, "
+            "created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (collection_id, external_id) WHERE external_id IS NOT NULL DO NOTHING RETURNING id",
             (
                 document_id,
@@ -108,6 +108,8 @@ class PostgresJobStore:
                 item.title or item.filename,
                 item.filename or item.external_id,
                 Jsonb(item.metadata),
+                acl_json(item.acl),
+                is_restricted(item.acl),
                 DocumentStatus.PENDING.value,
                 now,
                 now,
@@ -128,7 +130,7 @@ class PostgresJobStore:
     @staticmethod
     def _job(conn: Connection, job_id: str) -> Job:
         row = conn.execute(
-            "SELECT id, kind, stage, total, created_at, updated_at FROM jobs WHERE id = %s", (job_id,)
+            "SELECT id, kind, stage, total, created_at, updated_at, tenant FROM jobs WHERE id = %s", (job_id,)
         ).fetchone()
         if row is None:
             raise NotFoundError(f"job {job_id!r} not found")
@@ -152,6 +154,7 @@ class PostgresJobStore:
             document_ids=tuple(str(document_id) for document_id, _, _ in items),
             created_at=row[4],
             updated_at=row[5],
+            tenant=str(row[6]),
         )
 
     def claim_items(self, limit: int) -> list[StagedItem]:

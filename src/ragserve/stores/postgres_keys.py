@@ -10,7 +10,7 @@ from ragserve.domain import ApiKey
 from ragserve.errors import NotFoundError
 from ragserve.stores.postgres_db import PostgresDatabase
 
-_COLUMNS = "id, name, tenant, scopes, created_at, expires_at, revoked_at"
+_COLUMNS = "id, name, tenant, scopes, created_at, expires_at, revoked_at, user_name, groups"
 
 
 def _key(row: tuple[Any, ...]) -> ApiKey:
@@ -22,6 +22,8 @@ def _key(row: tuple[Any, ...]) -> ApiKey:
         created_at=row[4],
         expires_at=row[5],
         revoked_at=row[6],
+        user=row[7],
+        groups=tuple(row[8]),
     )
 
 
@@ -34,14 +36,24 @@ class PostgresApiKeys:
     def create_key(self, key: ApiKey, key_hash: str) -> None:
         with self._db.write() as conn:
             conn.execute(
-                f"INSERT INTO api_keys({_COLUMNS}, key_hash) VALUES (%s, %s, %s, %s, %s, %s, NULL, %s)",
-                (key.id, key.name, key.tenant, Jsonb(list(key.scopes)), key.created_at, key.expires_at, key_hash),
+                f"INSERT INTO api_keys({_COLUMNS}, key_hash) VALUES (%s, %s, %s, %s, %s, %s, NULL, %s, %s, %s)",
+                (
+                    key.id,
+                    key.name,
+                    key.tenant,
+                    Jsonb(list(key.scopes)),
+                    key.created_at,
+                    key.expires_at,
+                    key.user,
+                    Jsonb(list(key.groups)),
+                    key_hash,
+                ),
             )
 
     def get_key(self, key_id: str) -> tuple[ApiKey, str] | None:
         with self._db.primary() as conn:
             row = conn.execute(f"SELECT {_COLUMNS}, key_hash FROM api_keys WHERE id = %s", (key_id,)).fetchone()
-        return None if row is None else (_key(tuple(row[:7])), str(row[7]))
+        return None if row is None else (_key(tuple(row[:9])), str(row[9]))
 
     def list_keys(self, tenant: str | None) -> list[ApiKey]:
         where, params = ("WHERE tenant = %s", [tenant]) if tenant is not None else ("", [])

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from psycopg.types.json import Jsonb
 
-from ragserve.domain import SearchFilters
+from ragserve.domain import Access, SearchFilters
 from ragserve.errors import InvalidRequestError
 
 _METADATA_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
@@ -25,7 +25,8 @@ BM25_B = 0.75
 
 def metadata_filter(filters: SearchFilters) -> tuple[str, list[object]]:
     """SQL ``AND ...`` conditions on document alias ``d``: a document value (or any element of a list value)
-    must equal the filter value, or one of the filter's list. Containment (``@>``) lets the GIN index on
+    must equal the filter value, or one of the filter's list; and the ACL must admit the filters' access
+    (``acl_filter``). Containment (``@>``) lets the GIN index on
     ``documents.metadata`` answer them. Raises ``InvalidRequestError`` for a bad key or an empty list."""
     sql: list[str] = []
     params: list[object] = []
@@ -40,7 +41,24 @@ def metadata_filter(filters: SearchFilters) -> tuple[str, list[object]]:
             options.extend((Jsonb({key: v}), Jsonb({key: [v]})))
         sql.append(" AND (" + " OR ".join("d.metadata @> %s" for _ in options) + ")")
         params.extend(options)
-    return "".join(sql), params
+    access_sql, access_params = acl_filter(filters.access)
+    return "".join(sql) + access_sql, params + access_params
+
+
+def acl_filter(access: Access | None) -> tuple[str, list[object]]:
+    """SQL ``AND ...`` condition on document alias ``d``: its ACL admits ``access`` (a document without an
+    ACL, or a public one, admits every caller of its tenant). Empty for None or unrestricted access."""
+    if access is None or access.unrestricted:
+        return "", []
+    options = ["NOT d.restricted"]
+    params: list[object] = []
+    if access.user is not None:
+        options.append("d.acl->'users' ? %s")
+        params.append(access.user)
+    if access.groups:
+        options.append("d.acl->'groups' ?| %s")
+        params.append(list(access.groups))
+    return " AND (" + " OR ".join(options) + ")", params
 
 
 def bm25_query(

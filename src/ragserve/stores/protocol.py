@@ -15,6 +15,10 @@ import numpy as np
 import numpy.typing as npt
 
 from ragserve.domain import (
+    DEFAULT_TENANT,
+    UNRESTRICTED,
+    Access,
+    Acl,
     ApiKey,
     Chunk,
     Collection,
@@ -84,26 +88,40 @@ class DocumentWrite:
 class DocumentStore(Protocol):
     """Collections, documents and their chunks."""
 
-    def ensure_collection(self, name: str) -> Collection:
-        """The collection called ``name``, created if missing."""
+    def ensure_collection(self, name: str, tenant: str = DEFAULT_TENANT) -> Collection:
+        """The tenant's collection called ``name``, created if missing."""
         ...
 
-    def get_collection(self, name: str) -> Collection:
-        """Raises ``NotFoundError``."""
+    def get_collection(self, name: str, tenant: str = DEFAULT_TENANT) -> Collection:
+        """The tenant's collection called ``name`` (names are unique within a tenant). Raises
+        ``NotFoundError``, also for another tenant's collection."""
         ...
 
-    def list_collections(self) -> list[Collection]: ...
+    def list_collections(self) -> list[Collection]:
+        """Every tenant's collections (for the service's own upkeep, never for a caller)."""
+        ...
 
-    def summarize_collections(self) -> list[CollectionSummary]:
-        """Every collection, by name, with its document count."""
+    def summarize_collections(self, tenant: str = DEFAULT_TENANT) -> list[CollectionSummary]:
+        """The tenant's collections, by name, with their document counts."""
         ...
 
     def get_document(self, document_id: str) -> Document:
-        """Raises ``NotFoundError``."""
+        """Raises ``NotFoundError``. The caller checks ``Access.can_read``."""
         ...
 
-    def list_documents(self, collection: str | None, limit: int, offset: int) -> tuple[list[Document], int]:
-        """A page of documents (newest first) and the total count."""
+    def list_documents(
+        self, collection: str | None, limit: int, offset: int, access: Access = UNRESTRICTED
+    ) -> tuple[list[Document], int]:
+        """A page of the documents of ``access``'s tenant that its ACL admits (newest first), and their count."""
+        ...
+
+    def set_acl(self, document_id: str, acl: Acl | None) -> None:
+        """Replace a document's ACL (None: readable by its whole tenant) at once, without touching its chunks.
+        Raises ``NotFoundError``."""
+        ...
+
+    def has_restricted_documents(self, collection_id: str) -> bool:
+        """Whether any document of the collection has an ACL that is not public."""
         ...
 
     def delete_document(self, document_id: str) -> dict[str, list[int]]:
@@ -129,7 +147,7 @@ class CollectionSettingsStore(Protocol):
 
     def get_retrieval_overrides(self, collection_id: str) -> dict[str, object]: ...
 
-    def set_retrieval_overrides(self, name: str, overrides: dict[str, object]) -> None:
+    def set_retrieval_overrides(self, collection_id: str, overrides: dict[str, object]) -> None:
         """Raises ``NotFoundError`` for an unknown collection."""
         ...
 
@@ -194,8 +212,10 @@ class ChunkStore(Protocol):
 
     def get_chunks(self, document_id: str) -> list[Chunk]: ...
 
-    def hits(self, scored: Sequence[tuple[int, float]]) -> list[SearchHit]:
-        """Search hits for ``(chunk_id, score)`` pairs, in the given order; unknown ids are skipped."""
+    def hits(self, scored: Sequence[tuple[int, float]], access: Access | None = None) -> list[SearchHit]:
+        """Search hits for ``(chunk_id, score)`` pairs, in the given order; unknown ids are skipped, and so are
+        chunks outside ``access``'s tenant or not admitted by their document's ACL (the last gate before a
+        caller sees text, however the ids were found)."""
         ...
 
     def chunk_ids(self, collection_id: str, filters: SearchFilters) -> list[int]:

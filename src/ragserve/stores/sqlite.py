@@ -15,6 +15,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from ragserve.domain import (
+    DEFAULT_TENANT,
+    UNRESTRICTED,
+    Access,
+    Acl,
     Chunk,
     Collection,
     CollectionSummary,
@@ -30,6 +34,7 @@ from ragserve.domain import (
 from ragserve.errors import IndexVersionsChangedError, InvalidRequestError, NotFoundError
 from ragserve.stores.analyzer import analyze_to_string
 from ragserve.stores.codec import config_to_json, decode_parsed, encode_parsed
+from ragserve.stores.job_records import acl_from_json, acl_to_json
 from ragserve.stores.protocol import ChunkChanges, DocumentFingerprint, DocumentWrite, StagedItem, Vectors
 from ragserve.stores.sqlite_db import (
     SqliteDatabase,
@@ -44,8 +49,9 @@ _METADATA_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 _SQL_VARIABLES_PER_QUERY = 900
 _DOCUMENT_COLUMNS = (
     "d.id, c.name, d.external_id, d.title, d.source, d.metadata, d.status, d.content_hash, d.chunk_count, "
-    "d.created_at, d.updated_at"
+    "d.created_at, d.updated_at, c.tenant, d.acl"
 )
+_FROM_DOCUMENTS = "FROM documents d JOIN collections c ON c.id = d.collection_id"
 
 
 def _document(row: sqlite3.Row | tuple[object, ...]) -> Document:
@@ -61,12 +67,42 @@ def _document(row: sqlite3.Row | tuple[object, ...]) -> Document:
         chunk_count=int(str(row[8])),
         created_at=parse_time(str(row[9])),
         updated_at=parse_time(str(row[10])),
+        tenant=str(row[11]),
+        acl=acl_from_json(row[12]),
     )
+
+
+def _acl_text(acl: Acl | None) -> str | None:
+    data = acl_to_json(acl)
+    return None if data is None else json.dumps(data)
+
+
+def _restricted(acl: Acl | None) -> int:
+    """1 when the ACL keeps some of the tenant's callers out: what the ACL condition of a search must check."""
+    return int(acl is not None and not acl.public)
+
+
+def acl_clause(access: Access | None) -> tuple[str, list[object]]:
+    """SQL ``AND ...`` condition on document alias ``d``: its ACL admits ``access`` (a document without an
+    ACL, or a public one, admits every caller of its tenant). Empty for None or unrestricted access."""
+    if access is None or access.unrestricted:
+        return "", []
+    options = ["d.restricted = 0"]
+    params: list[object] = []
+    if access.user is not None:
+        options.append("EXISTS (SELECT 1 FROM json_each(d.acl, '$.users') AS u WHERE u.value = ?)")
+        params.append(access.user)
+    if access.groups:
+        marks = ", ".join("?" for _ in access.groups)
+        options.append(f"EXISTS (SELECT 1 FROM json_each(d.acl, '$.groups') AS g WHERE g.value IN ({marks}))")
+        params.extend(access.groups)
+    return " AND (" + " OR ".join(options) + ")", params
 
 
 def filter_clause(filters: SearchFilters) -> tuple[str, list[object]]:
     """SQL ``AND ...`` conditions on document alias ``d``: a document value (or any element of a list value)
-    must equal the filter value, or one of the filter's list. Keys are validated, values bound."""
+    must equal the filter value, or one of the filter's list; and the document's ACL must admit the filters'
+    access. Keys are validated, values bound."""
     sql: list[str] = []
     params: list[object] = []
     for key, value in filters.conditions:
@@ -79,7 +115,8 @@ def filter_clause(filters: SearchFilters) -> tuple[str, list[object]]:
         sql.append(f" AND EXISTS (SELECT 1 FROM json_each(d.metadata, ?) AS m WHERE m.value IN ({marks}))")
         params.append(f'$."{key}"')
         params.extend(values)
-    return "".join(sql), params
+    access_sql, access_params = acl_clause(filters.access)
+    return "".join(sql) + access_sql, params + access_params
 
 
 def _batches(ids: Sequence[int]) -> list[Sequence[int]]:
@@ -108,33 +145,42 @@ class SqliteStore:
 
     # --- collections -----------------------------------------------------------------------------------
 
-    def ensure_collection(self, name: str) -> Collection:
-        conn = self._db.connection()
-        row = conn.execute("SELECT id, name, created_at FROM collections WHERE name = ?", (name,)).fetchone()
-        if row is None:
+    def ensure_collection(self, name: str, tenant: str = DEFAULT_TENANT) -> Collection:
+        found = self._find_collection(name, tenant)
+        if found is None:
             with self._db.write() as wconn:
-                create_collection(wconn, name, self._config_json)
-            row = conn.execute("SELECT id, name, created_at FROM collections WHERE name = ?", (name,)).fetchone()
-        return Collection(id=row[0], name=row[1], created_at=parse_time(row[2]))
+                create_collection(wconn, name, tenant, self._config_json)
+            found = self._find_collection(name, tenant)
+        assert found is not None
+        return found
 
-    def get_collection(self, name: str) -> Collection:
+    def get_collection(self, name: str, tenant: str = DEFAULT_TENANT) -> Collection:
+        found = self._find_collection(name, tenant)
+        if found is None:
+            raise NotFoundError(f"collection {name!r} not found")
+        return found
+
+    def _find_collection(self, name: str, tenant: str) -> Collection | None:
         row = (
             self._db.connection()
-            .execute("SELECT id, name, created_at FROM collections WHERE name = ?", (name,))
+            .execute(
+                "SELECT id, name, created_at, tenant FROM collections WHERE tenant = ? AND name = ?", (tenant, name)
+            )
             .fetchone()
         )
-        if row is None:
-            raise NotFoundError(f"collection {name!r} not found")
-        return Collection(id=row[0], name=row[1], created_at=parse_time(row[2]))
+        return None if row is None else Collection(row[0], row[1], parse_time(row[2]), row[3])
 
     def list_collections(self) -> list[Collection]:
-        rows = self._db.connection().execute("SELECT id, name, created_at FROM collections ORDER BY name")
-        return [Collection(id=r[0], name=r[1], created_at=parse_time(r[2])) for r in rows]
+        rows = self._db.connection().execute(
+            "SELECT id, name, created_at, tenant FROM collections ORDER BY tenant, name"
+        )
+        return [Collection(r[0], r[1], parse_time(r[2]), r[3]) for r in rows]
 
-    def summarize_collections(self) -> list[CollectionSummary]:
+    def summarize_collections(self, tenant: str = DEFAULT_TENANT) -> list[CollectionSummary]:
         rows = self._db.connection().execute(
             "SELECT c.name, count(d.id) FROM collections c LEFT JOIN documents d ON d.collection_id = c.id "
-            "GROUP BY c.id ORDER BY c.name"
+            "WHERE c.tenant = ? GROUP BY c.id ORDER BY c.name",
+            (tenant,),
         )
         return [CollectionSummary(name=r[0], document_count=int(r[1])) for r in rows]
 
@@ -143,25 +189,21 @@ class SqliteStore:
         found = row.fetchone()
         return {} if found is None else dict(json.loads(found[0]))
 
-    def set_retrieval_overrides(self, name: str, overrides: dict[str, object]) -> None:
+    def set_retrieval_overrides(self, collection_id: str, overrides: dict[str, object]) -> None:
         """Raises ``NotFoundError`` for an unknown collection."""
         with self._db.write() as conn:
             updated = conn.execute(
-                "UPDATE collections SET retrieval = ? WHERE name = ?", (json.dumps(overrides), name)
+                "UPDATE collections SET retrieval = ? WHERE id = ?", (json.dumps(overrides), collection_id)
             ).rowcount
         if not updated:
-            raise NotFoundError(f"collection {name!r} not found")
+            raise NotFoundError(f"collection {collection_id!r} not found")
 
     # --- documents ---------------------------------------------------------------------------------------
 
     def get_document(self, document_id: str) -> Document:
         row = (
             self._db.connection()
-            .execute(
-                f"SELECT {_DOCUMENT_COLUMNS} FROM documents d JOIN collections c ON c.id = d.collection_id "
-                "WHERE d.id = ?",
-                (document_id,),
-            )
+            .execute(f"SELECT {_DOCUMENT_COLUMNS} {_FROM_DOCUMENTS} WHERE d.id = ?", (document_id,))
             .fetchone()
         )
         if row is None:
@@ -172,26 +214,44 @@ class SqliteStore:
         row = (
             self._db.connection()
             .execute(
-                f"SELECT {_DOCUMENT_COLUMNS} FROM documents d JOIN collections c ON c.id = d.collection_id "
-                "WHERE d.collection_id = ? AND d.external_id = ?",
+                f"SELECT {_DOCUMENT_COLUMNS} {_FROM_DOCUMENTS} WHERE d.collection_id = ? AND d.external_id = ?",
                 (collection_id, external_id),
             )
             .fetchone()
         )
         return None if row is None else _document(row)
 
-    def list_documents(self, collection: str | None, limit: int, offset: int) -> tuple[list[Document], int]:
-        where, params = ("WHERE c.name = ?", [collection]) if collection else ("", [])
+    def list_documents(
+        self, collection: str | None, limit: int, offset: int, access: Access = UNRESTRICTED
+    ) -> tuple[list[Document], int]:
+        where = "WHERE c.tenant = ?"
+        params: list[object] = [access.tenant]
+        if collection:
+            where, params = where + " AND c.name = ?", [*params, collection]
+        clause, acl_params = acl_clause(access)
+        where, params = where + clause, [*params, *acl_params]
         conn = self._db.connection()
-        total = conn.execute(
-            f"SELECT count(*) FROM documents d JOIN collections c ON c.id = d.collection_id {where}", params
-        ).fetchone()[0]
+        total = conn.execute(f"SELECT count(*) {_FROM_DOCUMENTS} {where}", params).fetchone()[0]
         rows = conn.execute(
-            f"SELECT {_DOCUMENT_COLUMNS} FROM documents d JOIN collections c ON c.id = d.collection_id "
-            f"{where} ORDER BY d.created_at DESC, d.id LIMIT ? OFFSET ?",
+            f"SELECT {_DOCUMENT_COLUMNS} {_FROM_DOCUMENTS} {where} ORDER BY d.created_at DESC, d.id LIMIT ? OFFSET ?",
             [*params, limit, offset],
         ).fetchall()
         return [_document(r) for r in rows], int(total)
+
+    def set_acl(self, document_id: str, acl: Acl | None) -> None:
+        with self._db.write() as conn:
+            updated = conn.execute(
+                "UPDATE documents SET acl = ?, restricted = ?, updated_at = ? WHERE id = ?",
+                (_acl_text(acl), _restricted(acl), utc_now(), document_id),
+            ).rowcount
+        if not updated:
+            raise NotFoundError(f"document {document_id!r} not found")
+
+    def has_restricted_documents(self, collection_id: str) -> bool:
+        row = self._db.connection().execute(
+            "SELECT 1 FROM documents WHERE collection_id = ? AND restricted = 1 LIMIT 1", (collection_id,)
+        )
+        return row.fetchone() is not None
 
     def delete_document(self, document_id: str) -> dict[str, list[int]]:
         with self._db.write() as conn:
@@ -232,12 +292,14 @@ class SqliteStore:
                 "SELECT active_index FROM collections WHERE id = ?", (item.collection_id,)
             ).fetchone()[0]
             conn.execute(
-                "UPDATE documents SET title = ?, source = ?, metadata = ?, status = ?, content_hash = ?, "
-                "chunk_count = ?, parsed = ?, updated_at = ? WHERE id = ?",
+                "UPDATE documents SET title = ?, source = ?, metadata = ?, acl = ?, restricted = ?, status = ?, "
+                "content_hash = ?, chunk_count = ?, parsed = ?, updated_at = ? WHERE id = ?",
                 (
                     write.title,
                     source,
                     json.dumps(item.input.metadata),
+                    _acl_text(item.input.acl),
+                    _restricted(item.input.acl),
                     DocumentStatus.READY.value,
                     write.content_hash,
                     len(write.chunks.get(str(active), ())),
@@ -304,15 +366,19 @@ class SqliteStore:
         )
         return [Chunk(*row) for row in rows]
 
-    def hits(self, scored: Sequence[tuple[int, float]]) -> list[SearchHit]:
+    def hits(self, scored: Sequence[tuple[int, float]], access: Access | None = None) -> list[SearchHit]:
         found: dict[int, tuple[object, ...]] = {}
         conn = self._db.connection()
+        clause, params = acl_clause(access)
+        if access is not None:
+            clause += " AND d.collection_id IN (SELECT id FROM collections WHERE tenant = ?)"
+            params = [*params, access.tenant]
         for batch in _batches([cid for cid, _ in scored]):
             marks = ", ".join("?" for _ in batch)
             for row in conn.execute(
                 "SELECT c.id, c.document_id, d.external_id, d.title, d.source, c.text, d.metadata, c.section, "
-                f"c.page FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id IN ({marks})",
-                list(batch),
+                f"c.page FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id IN ({marks}){clause}",
+                [*batch, *params],
             ):
                 found[int(row[0])] = tuple(row)
         hits = []
@@ -403,7 +469,7 @@ class SqliteStore:
         """External ids of a collection's documents (empty if the collection does not exist)."""
         rows = self._db.connection().execute(
             "SELECT d.external_id FROM documents d JOIN collections c ON c.id = d.collection_id "
-            "WHERE c.name = ? AND d.external_id IS NOT NULL",
+            "WHERE c.name = ? AND c.tenant = 'default' AND d.external_id IS NOT NULL",
             (collection,),
         )
         return {str(r[0]) for r in rows}

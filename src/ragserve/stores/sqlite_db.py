@@ -13,19 +13,21 @@ from pathlib import Path
 
 from ragserve.errors import StoreError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS collections (
     id TEXT PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
     created_at TEXT NOT NULL,
     retrieval TEXT NOT NULL DEFAULT '{}',
     active_index TEXT,
     canary_index TEXT,
     canary_share REAL NOT NULL DEFAULT 0,
-    previous_index TEXT
+    previous_index TEXT,
+    tenant TEXT NOT NULL DEFAULT 'default',
+    UNIQUE (tenant, name)
 );
 CREATE TABLE IF NOT EXISTS documents (
     id TEXT PRIMARY KEY,
@@ -39,7 +41,9 @@ CREATE TABLE IF NOT EXISTS documents (
     chunk_count INTEGER NOT NULL DEFAULT 0,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
-    parsed BLOB
+    parsed BLOB,
+    acl TEXT,
+    restricted INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS documents_external_id
     ON documents(collection_id, external_id) WHERE external_id IS NOT NULL;
@@ -65,7 +69,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     stage TEXT NOT NULL,
     total INTEGER NOT NULL,
     created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
+    updated_at TEXT NOT NULL,
+    tenant TEXT NOT NULL DEFAULT 'default'
 );
 CREATE TABLE IF NOT EXISTS job_items (
     job_id TEXT NOT NULL REFERENCES jobs(id),
@@ -112,7 +117,9 @@ CREATE TABLE IF NOT EXISTS api_keys (
     key_hash TEXT NOT NULL,
     created_at TEXT NOT NULL,
     expires_at TEXT,
-    revoked_at TEXT
+    revoked_at TEXT,
+    user TEXT,
+    groups TEXT NOT NULL DEFAULT '[]'
 );
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     key TEXT PRIMARY KEY,
@@ -140,17 +147,17 @@ def create_fts_table(conn: sqlite3.Connection, index_id: str) -> None:
     conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS {fts_table(index_id)} USING fts5({_FTS_COLUMNS})")
 
 
-def create_collection(conn: sqlite3.Connection, name: str, config_json: str) -> str:
-    """The id of the collection called ``name``, created if missing with its index version 1 (configured by
-    ``config_json``) and that version's FTS5 table (inside the caller's transaction)."""
-    row = conn.execute("SELECT id FROM collections WHERE name = ?", (name,)).fetchone()
+def create_collection(conn: sqlite3.Connection, name: str, tenant: str, config_json: str) -> str:
+    """The id of the tenant's collection called ``name``, created if missing with its index version 1
+    (configured by ``config_json``) and that version's FTS5 table (inside the caller's transaction)."""
+    row = conn.execute("SELECT id FROM collections WHERE tenant = ? AND name = ?", (tenant, name)).fetchone()
     if row is not None:
         return str(row[0])
     collection_id = uuid.uuid4().hex
     now = utc_now()
     conn.execute(
-        "INSERT INTO collections(id, name, created_at, active_index) VALUES (?, ?, ?, ?)",
-        (collection_id, name, now, collection_id),
+        "INSERT INTO collections(id, name, tenant, created_at, active_index) VALUES (?, ?, ?, ?, ?)",
+        (collection_id, name, tenant, now, collection_id),
     )
     conn.execute(
         "INSERT INTO index_versions(index_id, collection_id, version, config, state, created_at) "
@@ -180,20 +187,61 @@ _ADDED_COLUMNS = {
         ("canary_share", "REAL NOT NULL DEFAULT 0"),
         ("previous_index", "TEXT"),
     ),
-    "documents": (("parsed", "BLOB"),),
+    "documents": (("parsed", "BLOB"), ("acl", "TEXT"), ("restricted", "INTEGER NOT NULL DEFAULT 0")),
     "job_items": (("lease_owner", "TEXT"), ("lease_expires", "REAL"), ("attempts", "INTEGER NOT NULL DEFAULT 0")),
+    "jobs": (("tenant", "TEXT NOT NULL DEFAULT 'default'"),),
+    "api_keys": (("user", "TEXT"), ("groups", "TEXT NOT NULL DEFAULT '[]'")),
 }
+
+_COLLECTIONS_V6 = """
+CREATE TABLE collections_v6 (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    retrieval TEXT NOT NULL DEFAULT '{}',
+    active_index TEXT,
+    canary_index TEXT,
+    canary_share REAL NOT NULL DEFAULT 0,
+    previous_index TEXT,
+    tenant TEXT NOT NULL DEFAULT 'default',
+    UNIQUE (tenant, name)
+);
+INSERT INTO collections_v6(id, name, created_at, retrieval, active_index, canary_index, canary_share, previous_index)
+    SELECT id, name, created_at, retrieval, active_index, canary_index, canary_share, previous_index FROM collections;
+DROP TABLE collections;
+ALTER TABLE collections_v6 RENAME TO collections;
+"""
+
+
+def _add_tenants(conn: sqlite3.Connection) -> None:
+    """Schema 5 had globally unique collection names; from 6 a name is unique within its tenant, and every
+    existing collection belongs to the default tenant. SQLite cannot drop a UNIQUE constraint, so the table
+    is rebuilt (with foreign keys off, as SQLite's ALTER TABLE procedure asks)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(collections)")}
+    if "tenant" in columns:
+        return
+    conn.execute("PRAGMA foreign_keys=OFF")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in _COLLECTIONS_V6.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("COMMIT")
+    finally:
+        conn.execute("PRAGMA foreign_keys=ON")
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
     """Schema 1 kept one FTS5 table for all collections (moved into per-collection tables here) and had no
-        per-collection retrieval settings; schema 2 had no index versions and kept no parsed documents; schema 3 had no
-    job leases and no outbox."""
+    per-collection retrieval settings; schema 2 had no index versions and kept no parsed documents; schema 3 had no
+    job leases and no outbox; schema 5 had no tenants and no document ACLs."""
+    _add_tenants(conn)
     for table, added in _ADDED_COLUMNS.items():
         columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         for name, declaration in added:
             if name not in columns:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
+    conn.execute("CREATE INDEX IF NOT EXISTS documents_restricted ON documents(collection_id, restricted)")
     has_global = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'chunks_fts'").fetchone()
     if has_global is None:
         return

@@ -24,7 +24,15 @@ from ragserve.domain import (
 )
 from ragserve.errors import ConflictError, NotFoundError
 from ragserve.stores.codec import config_to_json
-from ragserve.stores.job_records import OutboxPolicy, decode_input, encode_input, error_json, job_status
+from ragserve.stores.job_records import (
+    OutboxPolicy,
+    acl_to_json,
+    decode_input,
+    encode_input,
+    error_json,
+    job_status,
+    job_tenant,
+)
 from ragserve.stores.protocol import StagedItem
 from ragserve.stores.sqlite_db import SqliteDatabase, create_collection, parse_time, utc_now
 
@@ -51,8 +59,9 @@ class SqliteJobStore:
             job_id = uuid.uuid4().hex
             now = utc_now()
             conn.execute(
-                "INSERT INTO jobs(id, kind, stage, total, created_at, updated_at) VALUES (?, 'ingest', ?, ?, ?, ?)",
-                (job_id, "queued", len(inputs), now, now),
+                "INSERT INTO jobs(id, kind, stage, total, created_at, updated_at, tenant) "
+                "VALUES (?, 'ingest', ?, ?, ?, ?, ?)",
+                (job_id, "queued", len(inputs), now, now, job_tenant(inputs)),
             )
             for seq, item in enumerate(inputs):
                 document_id = self._stage_document(conn, item, now)
@@ -193,7 +202,7 @@ class SqliteJobStore:
     def _stage_document(self, conn: sqlite3.Connection, item: DocumentInput, now: str) -> str:
         """The id of the document this input writes: an existing one with the same external id, or a new
         pending row (which disappears again if its ingestion fails)."""
-        collection_id = create_collection(conn, item.collection, self._config_json)
+        collection_id = create_collection(conn, item.collection, item.tenant, self._config_json)
         if item.external_id is not None:
             row = conn.execute(
                 "SELECT id FROM documents WHERE collection_id = ? AND external_id = ?",
@@ -203,8 +212,8 @@ class SqliteJobStore:
                 return str(row[0])
         document_id = str(uuid.uuid4())
         conn.execute(
-            "INSERT INTO documents(id, collection_id, external_id, title, source, metadata, status, created_at, "
-            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO documents(id, collection_id, external_id, title, source, metadata, acl, restricted, status, "
+            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 document_id,
                 collection_id,
@@ -212,6 +221,8 @@ class SqliteJobStore:
                 item.title or item.filename,
                 item.filename or item.external_id,
                 json.dumps(item.metadata),
+                None if item.acl is None else json.dumps(acl_to_json(item.acl)),
+                int(item.acl is not None and not item.acl.public),
                 DocumentStatus.PENDING.value,
                 now,
                 now,
@@ -225,7 +236,7 @@ class SqliteJobStore:
     @staticmethod
     def _job(conn: sqlite3.Connection, job_id: str) -> Job:
         row = conn.execute(
-            "SELECT id, kind, stage, total, created_at, updated_at FROM jobs WHERE id = ?", (job_id,)
+            "SELECT id, kind, stage, total, created_at, updated_at, tenant FROM jobs WHERE id = ?", (job_id,)
         ).fetchone()
         if row is None:
             raise NotFoundError(f"job {job_id!r} not found")
@@ -255,6 +266,7 @@ class SqliteJobStore:
             document_ids=document_ids,
             created_at=parse_time(str(row[4])),
             updated_at=parse_time(str(row[5])),
+            tenant=str(row[6]),
         )
 
     def claim_items(self, limit: int) -> list[StagedItem]:

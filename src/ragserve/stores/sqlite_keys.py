@@ -8,7 +8,7 @@ from ragserve.domain import ApiKey
 from ragserve.errors import NotFoundError
 from ragserve.stores.sqlite_db import SqliteDatabase, parse_time, utc_now
 
-_COLUMNS = "id, name, tenant, scopes, created_at, expires_at, revoked_at"
+_COLUMNS = "id, name, tenant, scopes, created_at, expires_at, revoked_at, user, groups"
 
 
 def _key(row: tuple[object, ...]) -> ApiKey:
@@ -20,6 +20,8 @@ def _key(row: tuple[object, ...]) -> ApiKey:
         created_at=parse_time(str(row[4])),
         expires_at=None if row[5] is None else parse_time(str(row[5])),
         revoked_at=None if row[6] is None else parse_time(str(row[6])),
+        user=None if row[7] is None else str(row[7]),
+        groups=tuple(json.loads(str(row[8]))),
     )
 
 
@@ -32,7 +34,7 @@ class SqliteApiKeys:
     def create_key(self, key: ApiKey, key_hash: str) -> None:
         with self._db.write() as conn:
             conn.execute(
-                f"INSERT INTO api_keys({_COLUMNS}, key_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO api_keys({_COLUMNS}, key_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     key.id,
                     key.name,
@@ -41,6 +43,8 @@ class SqliteApiKeys:
                     key.created_at.isoformat(),
                     None if key.expires_at is None else key.expires_at.isoformat(),
                     None,
+                    key.user,
+                    json.dumps(list(key.groups)),
                     key_hash,
                 ),
             )
@@ -51,7 +55,7 @@ class SqliteApiKeys:
             .execute(f"SELECT {_COLUMNS}, key_hash FROM api_keys WHERE id = ?", (key_id,))
             .fetchone()
         )
-        return None if row is None else (_key(tuple(row[:7])), str(row[7]))
+        return None if row is None else (_key(tuple(row[:9])), str(row[9]))
 
     def list_keys(self, tenant: str | None) -> list[ApiKey]:
         where, params = ("WHERE tenant = ?", [tenant]) if tenant is not None else ("", [])

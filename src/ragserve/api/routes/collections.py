@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
-from ragserve.api.deps import ServiceDep, require
+from ragserve.api.deps import AdminPrincipal, QueryPrincipal, ServiceDep, require
 from ragserve.api.schemas import CollectionList, ErrorResponse
 from ragserve.settings import RetrievalOverrides, RetrievalSettings
 
@@ -16,9 +16,10 @@ router = APIRouter(prefix="/v1/collections", tags=["collections"])
 
 
 @router.get("", response_model=CollectionList, dependencies=[Depends(require("query"))])
-async def list_collections(service: ServiceDep) -> CollectionList:
-    """Every collection by name, with how many documents it holds (those still being ingested included)."""
-    return CollectionList.of(await service.list_collections())
+async def list_collections(service: ServiceDep, principal: QueryPrincipal) -> CollectionList:
+    """The caller's tenant's collections by name, with how many documents each holds (those still being
+    ingested included)."""
+    return CollectionList.of(await service.list_collections(principal))
 
 
 class CollectionSettingsPublic(BaseModel):
@@ -35,9 +36,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for c
     responses=_ERRORS,
     dependencies=[Depends(require("query"))],
 )
-async def get_settings(name: str, service: ServiceDep) -> CollectionSettingsPublic:
+async def get_settings(name: str, service: ServiceDep, principal: QueryPrincipal) -> CollectionSettingsPublic:
     """The collection's own retrieval settings and the ones its searches use (service-wide + own)."""
-    overrides, effective = await service.retrieval_settings(name)
+    overrides, effective = await service.retrieval_settings(name, principal)
     return CollectionSettingsPublic(overrides=overrides, effective=effective)
 
 
@@ -47,8 +48,10 @@ async def get_settings(name: str, service: ServiceDep) -> CollectionSettingsPubl
     responses=_ERRORS,
     dependencies=[Depends(require("admin"))],
 )
-async def put_settings(name: str, body: RetrievalOverrides, service: ServiceDep) -> CollectionSettingsPublic:
+async def put_settings(
+    name: str, body: RetrievalOverrides, service: ServiceDep, principal: AdminPrincipal
+) -> CollectionSettingsPublic:
     """Replace the collection's retrieval overrides (mode, fusion, alpha, RRF k, candidates)."""
-    await service.set_retrieval_settings(name, body)
-    overrides, effective = await service.retrieval_settings(name)
+    await service.set_retrieval_settings(name, body, principal)
+    overrides, effective = await service.retrieval_settings(name, principal)
     return CollectionSettingsPublic(overrides=overrides, effective=effective)

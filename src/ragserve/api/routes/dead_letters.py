@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from ragserve.api.deps import ServiceDep, require
+from ragserve.api.deps import AdminPrincipal, ServiceDep, require
 from ragserve.api.schemas import ErrorResponse, JobErrorPublic
 from ragserve.domain import DeadLetter
 
@@ -50,12 +50,14 @@ class RequeueResponse(BaseModel):
 
 
 @router.get("", response_model=DeadLetterList, responses=_ERRORS)
-async def list_dead_letters(service: ServiceDep, limit: int = Query(default=100, ge=1, le=1000)) -> DeadLetterList:
-    """Dead-lettered items, most recent first."""
-    return DeadLetterList(items=[DeadLetterPublic.of(d) for d in await service.dead_letters(limit)])
+async def list_dead_letters(
+    service: ServiceDep, principal: AdminPrincipal, limit: int = Query(default=100, ge=1, le=1000)
+) -> DeadLetterList:
+    """The caller's tenant's dead-lettered items, most recent first."""
+    return DeadLetterList(items=[DeadLetterPublic.of(d) for d in await service.dead_letters(limit, principal)])
 
 
 @router.post("/requeue", response_model=RequeueResponse, responses=_ERRORS)
-async def requeue(body: RequeueRequest, service: ServiceDep) -> RequeueResponse:
+async def requeue(body: RequeueRequest, service: ServiceDep, principal: AdminPrincipal) -> RequeueResponse:
     """Put dead-lettered items back in the queue (their jobs run again from where they stopped)."""
-    return RequeueResponse(requeued=await service.requeue_dead(body.job_id))
+    return RequeueResponse(requeued=await service.requeue_dead(body.job_id, principal))

@@ -7,12 +7,13 @@ import binascii
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from ragserve.api.deps import ServiceDep, require
+from ragserve.api.deps import IngestPrincipal, QueryPrincipal, ServiceDep
 from ragserve.api.schemas import (
+    AclBody,
     DocumentCreate,
     DocumentCreateItem,
     DocumentList,
@@ -21,7 +22,7 @@ from ragserve.api.schemas import (
     ErrorResponse,
     JobAccepted,
 )
-from ragserve.domain import DocumentInput, Metadata
+from ragserve.domain import Acl, DocumentInput, Metadata
 from ragserve.errors import (
     InvalidEncodingError,
     InvalidRequestError,
@@ -45,6 +46,10 @@ _CREATE_BODY = {
                         "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
                         "collection": {"type": "string"},
                         "metadata": {"type": "string", "description": "a JSON object applied to every file"},
+                        "acl": {
+                            "type": "string",
+                            "description": 'a JSON ACL for every file: {"users": [], "groups": [], "public": false}',
+                        },
                     },
                     "required": ["files"],
                 }
@@ -83,6 +88,7 @@ def to_input(
         filename=item.filename,
         content=content,
         metadata=item.metadata,
+        acl=None if item.acl is None else item.acl.to_acl(),
     )
 
 
@@ -116,6 +122,7 @@ async def _multipart_inputs(
             raise PayloadTooLargeError(f"{len(uploads)} files in one request; the limit is {max_files}")
         collection = str(form.get("collection") or default_collection)
         metadata = _form_metadata(form.get("metadata"))
+        acl = _form_acl(form.get("acl"))
         inputs = []
         for upload in uploads:
             data = await upload.read(max_bytes + 1)
@@ -123,10 +130,23 @@ async def _multipart_inputs(
                 raise PayloadTooLargeError(f"{upload.filename} is over the upload limit of {max_bytes} bytes")
             inputs.append(
                 DocumentInput(
-                    collection=collection, filename=upload.filename or "upload", content=data, metadata=metadata
+                    collection=collection,
+                    filename=upload.filename or "upload",
+                    content=data,
+                    metadata=metadata,
+                    acl=acl,
                 )
             )
         return inputs
+
+
+def _form_acl(raw: object) -> Acl | None:
+    if not raw:
+        return None
+    try:
+        return AclBody.model_validate_json(str(raw)).to_acl()
+    except ValidationError as exc:
+        raise InvalidRequestError(f"the 'acl' field is not a valid ACL: {exc.errors()[0]['msg']}") from exc
 
 
 def _form_metadata(raw: object) -> Metadata:
@@ -147,11 +167,11 @@ def _form_metadata(raw: object) -> Metadata:
     response_model=JobAccepted,
     responses=_ERRORS,
     openapi_extra=_CREATE_BODY,
-    dependencies=[Depends(require("ingest"))],
 )
 async def create_documents(
     request: Request,
     service: ServiceDep,
+    principal: IngestPrincipal,
     idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
 ) -> JobAccepted:
     """Submit documents for ingestion: a JSON body or multipart files. Returns the job that ingests them."""
@@ -168,35 +188,48 @@ async def create_documents(
         )
     else:
         raise UnsupportedMediaTypeError("send application/json or multipart/form-data")
-    job = await service.submit(inputs, idempotency_key)
+    job = await service.submit(inputs, idempotency_key, principal)
     return JobAccepted(job_id=job.id, document_ids=list(job.document_ids))
 
 
-@router.get("", response_model=DocumentList, responses=_ERRORS, dependencies=[Depends(require("query"))])
+@router.get("", response_model=DocumentList, responses=_ERRORS)
 async def list_documents(
     service: ServiceDep,
+    principal: QueryPrincipal,
     collection: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> DocumentList:
-    documents, total = await service.list_documents(collection, limit, offset)
+    """The documents of the caller's tenant that it may read, newest first."""
+    documents, total = await service.list_documents(collection, limit, offset, principal)
     return DocumentList(documents=[DocumentPublic.of(d) for d in documents], total=total, limit=limit, offset=offset)
 
 
-@router.get(
-    "/{document_id}", response_model=DocumentPublic, responses=_ERRORS, dependencies=[Depends(require("query"))]
-)
+@router.get("/{document_id}", response_model=DocumentPublic, responses=_ERRORS)
 async def get_document(
-    document_id: str, service: ServiceDep, include_chunks: Annotated[bool, Query()] = False
+    document_id: str,
+    service: ServiceDep,
+    principal: QueryPrincipal,
+    include_chunks: Annotated[bool, Query()] = False,
 ) -> DocumentPublic:
-    document, chunks = await service.get_document(document_id)
+    """404 as well for a document the caller may not read."""
+    document, chunks = await service.get_document(document_id, principal)
     return DocumentPublic.of(document, chunks if include_chunks else None)
 
 
-@router.delete("/{document_id}", status_code=204, responses=_ERRORS, dependencies=[Depends(require("ingest"))])
-async def delete_document(document_id: str, service: ServiceDep) -> Response:
-    await service.delete_document(document_id)
+@router.delete("/{document_id}", status_code=204, responses=_ERRORS)
+async def delete_document(document_id: str, service: ServiceDep, principal: IngestPrincipal) -> Response:
+    await service.delete_document(document_id, principal)
     return Response(status_code=204)
+
+
+@router.patch("/{document_id}/acl", response_model=DocumentPublic, responses=_ERRORS)
+async def set_document_acl(
+    document_id: str, body: AclBody, service: ServiceDep, principal: IngestPrincipal
+) -> DocumentPublic:
+    """Replace who may read the document, at once and without re-embedding it (``{"public": true}``: the whole
+    tenant). Answers cached from it are dropped."""
+    return DocumentPublic.of(await service.set_acl(document_id, body.to_acl(), principal))
 
 
 @router.put(
@@ -204,16 +237,16 @@ async def delete_document(document_id: str, service: ServiceDep) -> Response:
     status_code=202,
     response_model=JobAccepted,
     responses=_ERRORS,
-    dependencies=[Depends(require("ingest"))],
 )
 async def upsert_document(
     external_id: str,
     body: DocumentUpsert,
     service: ServiceDep,
+    principal: IngestPrincipal,
     idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
 ) -> JobAccepted:
     """Create or replace the document with this external id; only chunks whose text changed are re-embedded."""
     collection = body.collection or service.settings.default_collection
     item = to_input(body, collection, "body", external_id=external_id)
-    job = await service.submit([item], idempotency_key)
+    job = await service.submit([item], idempotency_key, principal)
     return JobAccepted(job_id=job.id, document_ids=list(job.document_ids))

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, Field
 
-from ragserve.api.deps import ServiceDep, require
+from ragserve.api.deps import AdminPrincipal, ServiceDep, require
 from ragserve.api.schemas import ErrorResponse
 from ragserve.domain import IndexRoute, IndexVersion
 from ragserve.index_lifecycle import GateResult, GoldenSet
@@ -115,58 +115,60 @@ class GoldenSetBody(BaseModel):
     qrels: dict[str, dict[str, int]] = Field(min_length=1, max_length=MAX_GOLDEN_QUERIES)
 
 
-async def _status(service: ServiceDep, name: str) -> IndexStatus:
-    route, versions = await service.lifecycle.describe(name)
+async def _status(service: ServiceDep, name: str, tenant: str) -> IndexStatus:
+    route, versions = await service.lifecycle.describe(name, tenant)
     return IndexStatus.of(route, versions)
 
 
 @router.get("/index", response_model=IndexStatus, responses=_ERRORS)
-async def get_index(name: str, service: ServiceDep) -> IndexStatus:
+async def get_index(name: str, service: ServiceDep, principal: AdminPrincipal) -> IndexStatus:
     """The collection's index versions, with build progress, and where its queries go."""
-    return await _status(service, name)
+    return await _status(service, name, principal.tenant)
 
 
 @router.post(
     "/index/versions", response_model=IndexVersionPublic, status_code=status.HTTP_202_ACCEPTED, responses=_ERRORS
 )
-async def create_version(name: str, body: CreateVersion, service: ServiceDep) -> IndexVersionPublic:
+async def create_version(
+    name: str, body: CreateVersion, service: ServiceDep, principal: AdminPrincipal
+) -> IndexVersionPublic:
     """Start building a new version from the stored documents (chunk text and cached embeddings are reused);
     poll ``GET /index`` for progress. Ingestion keeps it current while it builds."""
-    version = await service.lifecycle.create(name, body.max_tokens, body.overlap_tokens, body.model)
+    version = await service.lifecycle.create(name, body.max_tokens, body.overlap_tokens, body.model, principal.tenant)
     return IndexVersionPublic.of(version)
 
 
 @router.put("/index/canary", response_model=IndexStatus, responses=_ERRORS)
-async def set_canary(name: str, body: CanaryRequest, service: ServiceDep) -> IndexStatus:
+async def set_canary(name: str, body: CanaryRequest, service: ServiceDep, principal: AdminPrincipal) -> IndexStatus:
     """Send a share of the queries to a ready version; ``ragserve_index_queries_total`` counts each version."""
-    await service.lifecycle.set_canary(name, body.version, body.share)
-    return await _status(service, name)
+    await service.lifecycle.set_canary(name, body.version, body.share, principal.tenant)
+    return await _status(service, name, principal.tenant)
 
 
 @router.post("/index/promote", response_model=PromoteResponse, responses=_ERRORS)
-async def promote(name: str, body: PromoteRequest, service: ServiceDep) -> PromoteResponse:
+async def promote(name: str, body: PromoteRequest, service: ServiceDep, principal: AdminPrincipal) -> PromoteResponse:
     """Make a ready version the active one, in one step. Refused (409) when its nDCG@10 on the collection's
     golden set is more than the configured margin below the active version's, unless ``force``."""
-    gate = await service.lifecycle.promote(name, body.version, body.force)
-    return PromoteResponse(gate=GatePublic.of(gate), index=await _status(service, name))
+    gate = await service.lifecycle.promote(name, body.version, body.force, principal.tenant)
+    return PromoteResponse(gate=GatePublic.of(gate), index=await _status(service, name, principal.tenant))
 
 
 @router.post("/index/rollback", response_model=IndexStatus, responses=_ERRORS)
-async def rollback(name: str, service: ServiceDep) -> IndexStatus:
+async def rollback(name: str, service: ServiceDep, principal: AdminPrincipal) -> IndexStatus:
     """Make the previously active version active again."""
-    await service.lifecycle.rollback(name)
-    return await _status(service, name)
+    await service.lifecycle.rollback(name, principal.tenant)
+    return await _status(service, name, principal.tenant)
 
 
 @router.delete("/index/versions/{version}", status_code=status.HTTP_204_NO_CONTENT, responses=_ERRORS)
-async def delete_version(name: str, version: int, service: ServiceDep) -> Response:
+async def delete_version(name: str, version: int, service: ServiceDep, principal: AdminPrincipal) -> Response:
     """Drop a version no query is routed to (its build is stopped first)."""
-    await service.lifecycle.delete(name, version)
+    await service.lifecycle.delete(name, version, principal.tenant)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.put("/golden", status_code=status.HTTP_204_NO_CONTENT, responses=_ERRORS)
-async def put_golden_set(name: str, body: GoldenSetBody, service: ServiceDep) -> Response:
+async def put_golden_set(name: str, body: GoldenSetBody, service: ServiceDep, principal: AdminPrincipal) -> Response:
     """Replace the golden set promotions of this collection are evaluated on."""
-    await service.lifecycle.set_golden_set(name, GoldenSet(body.queries, body.qrels))
+    await service.lifecycle.set_golden_set(name, GoldenSet(body.queries, body.qrels), principal.tenant)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

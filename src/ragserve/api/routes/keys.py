@@ -27,6 +27,8 @@ class KeyPublic(BaseModel):
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
+    user: str | None = None
+    groups: list[str] = Field(default_factory=list)
 
     @classmethod
     def of(cls, key: ApiKey) -> KeyPublic:
@@ -38,6 +40,8 @@ class KeyPublic(BaseModel):
             created_at=key.created_at,
             expires_at=key.expires_at,
             revoked_at=key.revoked_at,
+            user=key.user,
+            groups=list(key.groups),
         )
 
 
@@ -45,6 +49,8 @@ class CreateKey(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     scopes: list[str] = Field(min_length=1, max_length=3, description="query, ingest, admin")
     expires_in_days: float | None = Field(default=None, gt=0, le=3650)
+    user: str | None = Field(default=None, min_length=1, max_length=256, description="who it reads as in ACLs")
+    groups: list[str] = Field(default_factory=list, max_length=100, description="groups it reads as in ACLs")
 
 
 class CreatedKey(BaseModel):
@@ -68,6 +74,8 @@ async def create(body: CreateKey, principal: AdminPrincipal, service: ServiceDep
         principal.tenant,
         body.scopes,
         body.expires_in_days,
+        body.user,
+        body.groups,
     )
     return CreatedKey(key=secret, info=KeyPublic.of(key))
 

@@ -103,9 +103,9 @@ async def chat_completions(
 
 
 @router.get("/models", response_model=ModelList)
-async def list_models(service: ServiceDep) -> ModelList:
+async def list_models(service: ServiceDep, principal: QueryPrincipal) -> ModelList:
     """``ragserve`` (the default collection) and ``ragserve/<collection>`` for every collection."""
-    collections = await service.list_collections()
+    collections = await service.list_collections(principal)
     return ModelList(data=[ModelCard(id=MODEL), *(ModelCard(id=f"{MODEL}/{c.name}") for c in collections)])
 
 

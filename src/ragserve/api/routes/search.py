@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from ragserve.api.deps import ServiceDep, require
+from ragserve.api.deps import QueryPrincipal, ServiceDep, require
 from ragserve.api.schemas import ErrorResponse, SearchRequest, SearchResponse
 from ragserve.domain import SearchFilters
 from ragserve.retrieval.search import SearchQuery
@@ -17,9 +17,9 @@ router = APIRouter(prefix="/v1", tags=["search"], dependencies=[Depends(require(
     response_model=SearchResponse,
     responses={code: {"model": ErrorResponse} for code in (400, 404, 413, 422)},
 )
-async def search(body: SearchRequest, service: ServiceDep) -> SearchResponse:
+async def search(body: SearchRequest, service: ServiceDep, principal: QueryPrincipal) -> SearchResponse:
     """Hybrid (BM25 + dense), dense or keyword search over a collection's chunks."""
     query = SearchQuery(
         body.query, body.k, body.offset, body.collection, SearchFilters.from_mapping(body.filters), body.mode
     )
-    return SearchResponse.of(await service.search(query))
+    return SearchResponse.of(await service.search(query, principal))

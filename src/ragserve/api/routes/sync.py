@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from ragserve.api.deps import ServiceDep, require
+from ragserve.api.deps import IngestPrincipal, ServiceDep, require
 from ragserve.api.routes.documents import decode_base64
 from ragserve.api.schemas import ErrorResponse, SyncRequest, SyncResponse
 from ragserve.ingest.sync import SourceFile, checked_path
@@ -17,7 +17,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for c
 
 
 @router.post("/{name}/sync", status_code=202, response_model=SyncResponse, responses=_ERRORS)
-async def sync_collection(name: str, body: SyncRequest, service: ServiceDep) -> SyncResponse:
+async def sync_collection(
+    name: str, body: SyncRequest, service: ServiceDep, principal: IngestPrincipal
+) -> SyncResponse:
     """Make the collection hold the source's files: ingest new and changed ones (by path as external id),
     delete the source's documents of files not listed, leave unchanged ones alone. Files of unsupported
     types are skipped."""
@@ -25,5 +27,7 @@ async def sync_collection(name: str, body: SyncRequest, service: ServiceDep) -> 
         SourceFile.of_bytes(checked_path(f.path, f"files[{i}].path"), decode_base64(f.content_base64, f"files[{i}]"))
         for i, f in enumerate(body.files)
     ]
-    report = await service.sync(name, body.source, files, delete_missing=body.delete_missing, dry_run=body.dry_run)
+    report = await service.sync(
+        name, body.source, files, delete_missing=body.delete_missing, dry_run=body.dry_run, principal=principal
+    )
     return SyncResponse.of(report)
