@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
-from ragserve.api.deps import ServiceDep, require
+from ragserve.api.deps import AuditDep, ServiceDep, require
 from ragserve.api.schemas import CollectionList, ErrorResponse
 from ragserve.settings import RetrievalOverrides, RetrievalSettings
 
@@ -47,8 +47,11 @@ async def get_settings(name: str, service: ServiceDep) -> CollectionSettingsPubl
     responses=_ERRORS,
     dependencies=[Depends(require("admin"))],
 )
-async def put_settings(name: str, body: RetrievalOverrides, service: ServiceDep) -> CollectionSettingsPublic:
+async def put_settings(
+    name: str, body: RetrievalOverrides, service: ServiceDep, audit: AuditDep
+) -> CollectionSettingsPublic:
     """Replace the collection's retrieval overrides (mode, fusion, alpha, RRF k, candidates)."""
     await service.set_retrieval_settings(name, body)
+    await audit.record("collection.settings.update", f"collection:{name}", **body.model_dump(exclude_none=True))
     overrides, effective = await service.retrieval_settings(name)
     return CollectionSettingsPublic(overrides=overrides, effective=effective)

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from ragserve.api.deps import ServiceDep, require
+from ragserve.api.deps import AuditDep, ServiceDep, require
 from ragserve.api.schemas import ErrorResponse, JobErrorPublic
 from ragserve.domain import DeadLetter
 
@@ -56,6 +56,8 @@ async def list_dead_letters(service: ServiceDep, limit: int = Query(default=100,
 
 
 @router.post("/requeue", response_model=RequeueResponse, responses=_ERRORS)
-async def requeue(body: RequeueRequest, service: ServiceDep) -> RequeueResponse:
+async def requeue(body: RequeueRequest, service: ServiceDep, audit: AuditDep) -> RequeueResponse:
     """Put dead-lettered items back in the queue (their jobs run again from where they stopped)."""
-    return RequeueResponse(requeued=await service.requeue_dead(body.job_id))
+    requeued = await service.requeue_dead(body.job_id)
+    await audit.record("dlq.requeue", f"job:{body.job_id}" if body.job_id else None, requeued=requeued)
+    return RequeueResponse(requeued=requeued)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from ragserve.api.deps import ServiceDep, require
+from ragserve.api.deps import AuditDep, ServiceDep, require
 from ragserve.api.schemas import (
     DocumentCreate,
     DocumentCreateItem,
@@ -152,6 +152,7 @@ def _form_metadata(raw: object) -> Metadata:
 async def create_documents(
     request: Request,
     service: ServiceDep,
+    audit: AuditDep,
     idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
 ) -> JobAccepted:
     """Submit documents for ingestion: a JSON body or multipart files. Returns the job that ingests them."""
@@ -169,6 +170,9 @@ async def create_documents(
     else:
         raise UnsupportedMediaTypeError("send application/json or multipart/form-data")
     job = await service.submit(inputs, idempotency_key)
+    await audit.record(
+        "documents.ingest", f"collection:{inputs[0].collection}", job_id=job.id, document_count=len(inputs)
+    )
     return JobAccepted(job_id=job.id, document_ids=list(job.document_ids))
 
 
@@ -194,8 +198,9 @@ async def get_document(
 
 
 @router.delete("/{document_id}", status_code=204, responses=_ERRORS, dependencies=[Depends(require("ingest"))])
-async def delete_document(document_id: str, service: ServiceDep) -> Response:
+async def delete_document(document_id: str, service: ServiceDep, audit: AuditDep) -> Response:
     await service.delete_document(document_id)
+    await audit.record("document.delete", f"document:{document_id}")
     return Response(status_code=204)
 
 
@@ -210,10 +215,13 @@ async def upsert_document(
     external_id: str,
     body: DocumentUpsert,
     service: ServiceDep,
+    audit: AuditDep,
     idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
 ) -> JobAccepted:
     """Create or replace the document with this external id; only chunks whose text changed are re-embedded."""
     collection = body.collection or service.settings.default_collection
     item = to_input(body, collection, "body", external_id=external_id)
     job = await service.submit([item], idempotency_key)
+    target = f"document:{job.document_ids[0]}" if job.document_ids else None
+    await audit.record("document.upsert", target, collection=collection, external_id=external_id, job_id=job.id)
     return JobAccepted(job_id=job.id, document_ids=list(job.document_ids))
