@@ -7,7 +7,7 @@ import anyio.to_thread
 from fastapi import Request
 
 from ragserve.domain import Principal
-from ragserve.errors import AuthenticationError
+from ragserve.errors import AuthenticationError, RagserveError
 from ragserve.security.audit import AuditEvent, Auditor, DetailValue
 from ragserve.security.keys import key_id_of
 
@@ -88,5 +88,8 @@ def _tenant_of(request: Request, key_id: str | None) -> str:
     service = getattr(request.app.state, "service", None)
     if key_id is None or service is None:
         return ""
-    found = service.stores.keys.get_key(key_id)
+    try:
+        found = service.stores.keys.get_key(key_id)
+    except RagserveError:  # the refusal stands (401) whether or not its tenant can be named
+        return ""
     return "" if found is None else str(found[0].tenant)
