@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ragserve import cli_index, cli_keys, cli_worker
+from ragserve import cli_audit, cli_index, cli_keys, cli_worker
 from ragserve.domain import DocumentInput, Job, SearchFilters, SearchMode
 from ragserve.errors import RagserveError
 from ragserve.evaluation import mrr_at, ndcg_at, percentile, read_corpus, read_queries, recall_at
@@ -34,6 +34,7 @@ app = typer.Typer(help="ragserve: hybrid search and cited answers over your docu
 app.add_typer(cli_index.app, name="index")
 app.add_typer(cli_worker.dlq, name="dlq")
 app.add_typer(cli_keys.app, name="keys")
+app.add_typer(cli_audit.app, name="audit")
 app.command()(cli_worker.worker)
 console = Console()
 T = TypeVar("T")

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ragserve.cli_audit import record_cli_action
 from ragserve.errors import RagserveError
 from ragserve.security.auth import create_key, load_pepper
 from ragserve.settings import Settings
@@ -48,6 +49,7 @@ def create(
         close()
     typer.echo(secret)
     console.print(f"key {key.id} for tenant {key.tenant}, scopes {', '.join(key.scopes)}", style="dim")
+    record_cli_action(settings, "key.create", key.tenant, f"key:{key.id}", name=key.name, scopes=",".join(key.scopes))
 
 
 @app.command("list")
@@ -76,7 +78,8 @@ def list_(tenant: Annotated[str | None, typer.Option()] = None) -> None:
 @app.command()
 def revoke(key_id: Annotated[str, typer.Argument()]) -> None:
     """Revoke a key; servers stop accepting it within auth.key_cache_seconds."""
-    keys, close = open_key_store(Settings())
+    settings = Settings()
+    keys, close = open_key_store(settings)
     try:
         key = keys.revoke_key(key_id, None)
     except RagserveError as exc:
@@ -85,3 +88,4 @@ def revoke(key_id: Annotated[str, typer.Argument()]) -> None:
     finally:
         close()
     console.print(f"key {key.id} revoked")
+    record_cli_action(settings, "key.revoke", key.tenant, f"key:{key.id}", name=key.name)

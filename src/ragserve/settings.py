@@ -7,11 +7,14 @@ module reads the environment.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_ORIGIN = re.compile(r"^[a-z][a-z0-9+.\-]*://[^/?#\s]+$")
 
 
 class ServerSettings(BaseModel):
@@ -277,6 +280,48 @@ class AuthSettings(BaseModel):
     jwt: JwtSettings = JwtSettings()
 
 
+class CorsSettings(BaseModel):
+    """Cross-origin requests from browser pages of other origins (Starlette's ``CORSMiddleware``). No
+    ``allow_origins``: no CORS headers at all, so browsers let only same-origin pages (the bundled UI) call the
+    API. An origin is ``scheme://host[:port]`` exactly as the browser sends it, or ``*`` for any."""
+
+    allow_origins: list[str] = Field(default_factory=list)
+    allow_methods: list[str] = Field(default_factory=lambda: ["GET", "POST", "PUT", "DELETE"])
+    allow_headers: list[str] = Field(
+        default_factory=lambda: ["authorization", "content-type", "idempotency-key", "x-request-id", "traceparent"]
+    )
+    allow_credentials: bool = Field(default=False, description="let pages send cookies or HTTP auth")
+    max_age_seconds: int = Field(default=600, ge=0, description="how long browsers may cache a preflight answer")
+
+    @model_validator(mode="after")
+    def _check_origins(self) -> CorsSettings:
+        for origin in self.allow_origins:
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise ValueError(
+                    f"cors.allow_origins: {origin!r} is not an origin (scheme://host[:port], no path or trailing /)"
+                )
+        if self.allow_credentials and "*" in self.allow_origins:
+            raise ValueError("cors.allow_credentials cannot be used with cors.allow_origins '*'; list the origins")
+        return self
+
+
+class HeaderSettings(BaseModel):
+    """Security headers. ``behind_tls``: clients reach the service over HTTPS only (itself or a TLS-terminating
+    proxy), so responses carry ``Strict-Transport-Security``."""
+
+    behind_tls: bool = False
+    hsts_max_age_seconds: int = Field(default=31_536_000, ge=0)
+
+
+class AuditSettings(BaseModel):
+    """The audit log of admin actions and ingestion. Refused credentials and scopes (``auth.denied``) are
+    recorded at most ``denied_per_minute`` times a minute per client address, so a flood of bad requests
+    cannot flood the log."""
+
+    record_denied: bool = True
+    denied_per_minute: int = Field(default=60, ge=1)
+
+
 class RedisSettings(BaseModel):
     """Redis for state shared by replicas: the answer cache and the invalidation of in-process caches."""
 
@@ -340,6 +385,8 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         secrets_dir=None,
         extra="ignore",
+        # A refused value is named, never echoed: it may hold a password or an API key.
+        hide_input_in_errors=True,
     )
 
     data_dir: Path = Path("./ragserve-data")
@@ -357,6 +404,9 @@ class Settings(BaseSettings):
     queue: QueueSettings = QueueSettings()
     redis: RedisSettings = RedisSettings()
     auth: AuthSettings = AuthSettings()
+    cors: CorsSettings = CorsSettings()
+    headers: HeaderSettings = HeaderSettings()
+    audit: AuditSettings = AuditSettings()
     cache: CacheSettings = CacheSettings()
     llm: LLMSettings = LLMSettings()
     observability: ObservabilitySettings = ObservabilitySettings()

@@ -22,6 +22,7 @@ class CannedLLM:
         self.release.set()
         self.waiting = 0
         self.judged = 0
+        self.authorizations: list[str] = []  # the Authorization header of each request
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -61,6 +62,7 @@ class CannedLLM:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                canned.authorizations.append(self.headers.get("authorization", ""))
                 text = canned._reply(body)
                 usage = {"prompt_tokens": 50, "completion_tokens": len(text.split())}
                 if not body.get("stream"):

@@ -12,9 +12,11 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from ragserve import __version__
 from ragserve.api.errors import install_error_handlers
+from ragserve.api.http_security import install_http_security
 from ragserve.api.middleware import InFlightRequests, RequestContextMiddleware
 from ragserve.api.routes import (
     answers,
+    audit,
     collections,
     dead_letters,
     documents,
@@ -29,6 +31,7 @@ from ragserve.api.routes import (
 from ragserve.api.routes import openai as openai_compatible
 from ragserve.embedding.protocol import Embedder
 from ragserve.observability.tracing import Tracing
+from ragserve.security.audit import Auditor
 from ragserve.security.auth import Authenticator, auth_required, load_pepper
 from ragserve.service import RagService
 from ragserve.settings import Settings
@@ -54,6 +57,11 @@ def create_app(
                 app.state.authenticator = Authenticator(
                     settings.auth, auth_required(settings), owned.stores.keys, load_pepper(settings)
                 )
+                app.state.auditor = Auditor(
+                    owned.stores.audit,
+                    record_denied=settings.audit.record_denied,
+                    denied_per_minute=settings.audit.denied_per_minute,
+                )
                 if not app.state.authenticator.enabled and settings.auth.enabled is False:
                     logger.warning("authentication is turned off: every caller is an anonymous admin")
                 app.state.service = owned
@@ -76,8 +84,10 @@ def create_app(
     app.add_middleware(
         RequestContextMiddleware, max_body_bytes=settings.limits.max_request_bytes, in_flight=app.state.in_flight
     )
+    install_http_security(app, settings.cors, settings.headers)
     install_error_handlers(app)
-    for module in (documents, jobs, dead_letters, search, answers, collections, sync, index_versions, keys, health, ui):
+    routers = (documents, jobs, dead_letters, search, answers, collections, sync, index_versions, keys, audit, health)
+    for module in (*routers, ui):
         app.include_router(module.router)
     app.include_router(openai_compatible.router)
     return app

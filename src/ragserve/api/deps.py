@@ -8,9 +8,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from ragserve.api.audit import RequestAudit, record_denied
 from ragserve.api.middleware import InFlightRequests
 from ragserve.domain import Principal, Scope
-from ragserve.errors import ServiceUnavailableError
+from ragserve.errors import AuthenticationError, PermissionDeniedError, ServiceUnavailableError
+from ragserve.security.audit import Auditor
 from ragserve.security.auth import Authenticator, check_scope
 from ragserve.service import RagService
 
@@ -39,7 +41,11 @@ def get_principal(request: Request) -> Principal:
     authenticator: Authenticator | None = getattr(request.app.state, "authenticator", None)
     if authenticator is None:
         raise ServiceUnavailableError("the service is starting")
-    principal = authenticator.authenticate(request.headers.get("authorization"))
+    try:
+        principal = authenticator.authenticate(request.headers.get("authorization"))
+    except AuthenticationError as exc:
+        record_denied(request, exc.code, None)
+        raise
     request.state.principal = principal
     return principal
 
@@ -47,11 +53,15 @@ def get_principal(request: Request) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def require(scope: Scope) -> Callable[[Principal], Principal]:
+def require(scope: Scope) -> Callable[..., Principal]:
     """A dependency that lets only callers with ``scope`` through (403 otherwise, 401 without credentials)."""
 
-    def check(principal: PrincipalDep) -> Principal:
-        check_scope(principal, scope)
+    def check(principal: PrincipalDep, request: Request) -> Principal:
+        try:
+            check_scope(principal, scope)
+        except PermissionDeniedError as exc:
+            record_denied(request, exc.code, principal, scope=scope)
+            raise
         return principal
 
     return check
@@ -60,3 +70,12 @@ def require(scope: Scope) -> Callable[[Principal], Principal]:
 QueryPrincipal = Annotated[Principal, Depends(require("query"))]
 IngestPrincipal = Annotated[Principal, Depends(require("ingest"))]
 AdminPrincipal = Annotated[Principal, Depends(require("admin"))]
+
+
+def get_audit(request: Request, principal: PrincipalDep) -> RequestAudit:
+    """Records the request's actions in the audit log, as done by its principal."""
+    auditor: Auditor = request.app.state.auditor
+    return RequestAudit(auditor, principal, request)
+
+
+AuditDep = Annotated[RequestAudit, Depends(get_audit)]

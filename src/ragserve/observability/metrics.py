@@ -149,3 +149,9 @@ ANSWER_GROUNDEDNESS = Histogram(
     ["judge"],
     buckets=_UNIT_BUCKETS,
 )
+AUDIT_EVENTS = Counter(
+    "ragserve_audit_events_total", "Audit events recorded, by action and outcome.", ["action", "outcome"]
+)
+AUDIT_FAILURES = Counter(
+    "ragserve_audit_write_failures_total", "Audit events that could not be stored (they were still logged)."
+)

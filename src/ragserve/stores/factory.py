@@ -15,6 +15,7 @@ from typing import IO, Protocol
 
 from ragserve.domain import Document, IndexConfig
 from ragserve.errors import DataDirLockedError, StoreError
+from ragserve.security.audit import AuditLog
 from ragserve.settings import Settings
 from ragserve.stores.job_records import OutboxPolicy
 from ragserve.stores.protocol import (
@@ -58,11 +59,13 @@ class StoreSet:
         versions: IndexVersionStore,
         index: ServiceVectorIndex,
         keys: ApiKeyStore,
+        audit: AuditLog,
         ping: Callable[[], object],
         closers: list[Callable[[], object]],
         is_shared: bool,
     ) -> None:
         self.store, self.jobs, self.versions, self.index, self.keys = store, jobs, versions, index, keys
+        self.audit = audit
         self.is_shared = is_shared
         self._ping = ping
         self._closers = closers
@@ -130,6 +133,7 @@ def _open_sqlite(
 ) -> StoreSet:
     from ragserve.stores.hnsw import HnswVectorIndex
     from ragserve.stores.sqlite import SqliteStore
+    from ragserve.stores.sqlite_audit import SqliteAuditLog
     from ragserve.stores.sqlite_db import SqliteDatabase
     from ragserve.stores.sqlite_jobs import SqliteJobStore
     from ragserve.stores.sqlite_keys import SqliteApiKeys
@@ -142,6 +146,7 @@ def _open_sqlite(
         versions=SqliteIndexVersions(db),
         index=HnswVectorIndex(settings.index_dir, dimension, settings.vector_index),
         keys=SqliteApiKeys(db),
+        audit=SqliteAuditLog(db),
         ping=lambda: db.connection().execute("SELECT 1").fetchone(),
         closers=[db.close, lock.close],
         is_shared=False,
@@ -152,6 +157,7 @@ def _open_postgres(settings: Settings, config: IndexConfig, dimension: int, outb
     # psycopg, its pool and alembic are imported only where PostgreSQL is used.
     from ragserve.stores.pgvector import PgVectorIndex
     from ragserve.stores.postgres import PostgresStore
+    from ragserve.stores.postgres_audit import PostgresAuditLog
     from ragserve.stores.postgres_db import PostgresDatabase, VectorIndexSpec, migrate
     from ragserve.stores.postgres_jobs import PostgresJobStore
     from ragserve.stores.postgres_keys import PostgresApiKeys
@@ -174,6 +180,7 @@ def _open_postgres(settings: Settings, config: IndexConfig, dimension: int, outb
         versions=PostgresIndexVersions(db),
         index=PgVectorIndex(db, spec, settings.vector_index),
         keys=PostgresApiKeys(db),
+        audit=PostgresAuditLog(db),
         ping=db.ping,
         closers=[db.close],
         is_shared=True,
@@ -197,3 +204,20 @@ def open_key_store(settings: Settings) -> tuple[ApiKeyStore, Callable[[], object
 
     sqlite = SqliteDatabase(settings.database_path)
     return SqliteApiKeys(sqlite), sqlite.close
+
+
+def open_audit_log(settings: Settings) -> tuple[AuditLog, Callable[[], object]]:
+    """Just the audit log, and how to close it; like ``open_key_store``, no lock is taken."""
+    if settings.store.backend == "postgres":
+        from ragserve.stores.postgres_audit import PostgresAuditLog
+        from ragserve.stores.postgres_db import PostgresDatabase
+
+        if settings.store.postgres_url is None:
+            raise StoreError("store.backend is postgres but store.postgres_url is not set")
+        db = PostgresDatabase(settings.store.postgres_url.get_secret_value(), [], 1, 2)
+        return PostgresAuditLog(db), db.close
+    from ragserve.stores.sqlite_audit import SqliteAuditLog
+    from ragserve.stores.sqlite_db import SqliteDatabase
+
+    sqlite = SqliteDatabase(settings.database_path)
+    return SqliteAuditLog(sqlite), sqlite.close

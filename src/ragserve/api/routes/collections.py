@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
-from ragserve.api.deps import AdminPrincipal, QueryPrincipal, ServiceDep, require
+from ragserve.api.deps import AdminPrincipal, AuditDep, QueryPrincipal, ServiceDep, require
 from ragserve.api.schemas import CollectionList, ErrorResponse
 from ragserve.settings import RetrievalOverrides, RetrievalSettings
 
@@ -49,9 +49,10 @@ async def get_settings(name: str, service: ServiceDep, principal: QueryPrincipal
     dependencies=[Depends(require("admin"))],
 )
 async def put_settings(
-    name: str, body: RetrievalOverrides, service: ServiceDep, principal: AdminPrincipal
+    name: str, body: RetrievalOverrides, service: ServiceDep, principal: AdminPrincipal, audit: AuditDep
 ) -> CollectionSettingsPublic:
     """Replace the collection's retrieval overrides (mode, fusion, alpha, RRF k, candidates)."""
     await service.set_retrieval_settings(name, body, principal)
+    await audit.record("collection.settings.update", f"collection:{name}", **body.model_dump(exclude_none=True))
     overrides, effective = await service.retrieval_settings(name, principal)
     return CollectionSettingsPublic(overrides=overrides, effective=effective)

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from ragserve.api.deps import AdminPrincipal, ServiceDep, require
+from ragserve.api.deps import AdminPrincipal, AuditDep, ServiceDep, require
 from ragserve.api.schemas import ErrorResponse, JobErrorPublic
 from ragserve.domain import DeadLetter
 
@@ -58,6 +58,10 @@ async def list_dead_letters(
 
 
 @router.post("/requeue", response_model=RequeueResponse, responses=_ERRORS)
-async def requeue(body: RequeueRequest, service: ServiceDep, principal: AdminPrincipal) -> RequeueResponse:
-    """Put dead-lettered items back in the queue (their jobs run again from where they stopped)."""
-    return RequeueResponse(requeued=await service.requeue_dead(body.job_id, principal))
+async def requeue(
+    body: RequeueRequest, service: ServiceDep, principal: AdminPrincipal, audit: AuditDep
+) -> RequeueResponse:
+    """Put the tenant's dead-lettered items back in the queue (their jobs run again from where they stopped)."""
+    requeued = await service.requeue_dead(body.job_id, principal)
+    await audit.record("dlq.requeue", f"job:{body.job_id}" if body.job_id else None, requeued=requeued)
+    return RequeueResponse(requeued=requeued)

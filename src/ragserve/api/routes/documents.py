@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from ragserve.api.deps import IngestPrincipal, QueryPrincipal, ServiceDep
+from ragserve.api.deps import AuditDep, IngestPrincipal, QueryPrincipal, ServiceDep
 from ragserve.api.schemas import (
     AclBody,
     DocumentCreate,
@@ -172,6 +172,7 @@ async def create_documents(
     request: Request,
     service: ServiceDep,
     principal: IngestPrincipal,
+    audit: AuditDep,
     idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
 ) -> JobAccepted:
     """Submit documents for ingestion: a JSON body or multipart files. Returns the job that ingests them."""
@@ -189,6 +190,9 @@ async def create_documents(
     else:
         raise UnsupportedMediaTypeError("send application/json or multipart/form-data")
     job = await service.submit(inputs, idempotency_key, principal)
+    await audit.record(
+        "documents.ingest", f"collection:{inputs[0].collection}", job_id=job.id, document_count=len(inputs)
+    )
     return JobAccepted(job_id=job.id, document_ids=list(job.document_ids))
 
 
@@ -218,18 +222,24 @@ async def get_document(
 
 
 @router.delete("/{document_id}", status_code=204, responses=_ERRORS)
-async def delete_document(document_id: str, service: ServiceDep, principal: IngestPrincipal) -> Response:
+async def delete_document(
+    document_id: str, service: ServiceDep, principal: IngestPrincipal, audit: AuditDep
+) -> Response:
     await service.delete_document(document_id, principal)
+    await audit.record("document.delete", f"document:{document_id}")
     return Response(status_code=204)
 
 
 @router.patch("/{document_id}/acl", response_model=DocumentPublic, responses=_ERRORS)
 async def set_document_acl(
-    document_id: str, body: AclBody, service: ServiceDep, principal: IngestPrincipal
+    document_id: str, body: AclBody, service: ServiceDep, principal: IngestPrincipal, audit: AuditDep
 ) -> DocumentPublic:
     """Replace who may read the document, at once and without re-embedding it (``{"public": true}``: the whole
     tenant). Answers cached from it are dropped."""
-    return DocumentPublic.of(await service.set_acl(document_id, body.to_acl(), principal))
+    document = await service.set_acl(document_id, body.to_acl(), principal)
+    acl = body.to_acl()
+    await audit.record("document.acl", f"document:{document_id}", users=len(acl.users), groups=len(acl.groups))
+    return DocumentPublic.of(document)
 
 
 @router.put(
@@ -243,10 +253,13 @@ async def upsert_document(
     body: DocumentUpsert,
     service: ServiceDep,
     principal: IngestPrincipal,
+    audit: AuditDep,
     idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
 ) -> JobAccepted:
     """Create or replace the document with this external id; only chunks whose text changed are re-embedded."""
     collection = body.collection or service.settings.default_collection
     item = to_input(body, collection, "body", external_id=external_id)
     job = await service.submit([item], idempotency_key, principal)
+    target = f"document:{job.document_ids[0]}" if job.document_ids else None
+    await audit.record("document.upsert", target, collection=collection, external_id=external_id, job_id=job.id)
     return JobAccepted(job_id=job.id, document_ids=list(job.document_ids))

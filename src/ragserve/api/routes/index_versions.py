@@ -9,7 +9,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, Field
 
-from ragserve.api.deps import AdminPrincipal, ServiceDep, require
+from ragserve.api.deps import AdminPrincipal, AuditDep, ServiceDep, require
 from ragserve.api.schemas import ErrorResponse
 from ragserve.domain import IndexRoute, IndexVersion
 from ragserve.index_lifecycle import GateResult, GoldenSet
@@ -130,45 +130,70 @@ async def get_index(name: str, service: ServiceDep, principal: AdminPrincipal) -
     "/index/versions", response_model=IndexVersionPublic, status_code=status.HTTP_202_ACCEPTED, responses=_ERRORS
 )
 async def create_version(
-    name: str, body: CreateVersion, service: ServiceDep, principal: AdminPrincipal
+    name: str, body: CreateVersion, service: ServiceDep, principal: AdminPrincipal, audit: AuditDep
 ) -> IndexVersionPublic:
     """Start building a new version from the stored documents (chunk text and cached embeddings are reused);
     poll ``GET /index`` for progress. Ingestion keeps it current while it builds."""
     version = await service.lifecycle.create(name, body.max_tokens, body.overlap_tokens, body.model, principal.tenant)
+    config = version.config
+    await audit.record(
+        "index.create",
+        f"collection:{name}",
+        version=version.version,
+        max_tokens=config.max_tokens,
+        overlap_tokens=config.overlap_tokens,
+        model=config.model,
+    )
     return IndexVersionPublic.of(version)
 
 
 @router.put("/index/canary", response_model=IndexStatus, responses=_ERRORS)
-async def set_canary(name: str, body: CanaryRequest, service: ServiceDep, principal: AdminPrincipal) -> IndexStatus:
+async def set_canary(
+    name: str, body: CanaryRequest, service: ServiceDep, principal: AdminPrincipal, audit: AuditDep
+) -> IndexStatus:
     """Send a share of the queries to a ready version; ``ragserve_index_queries_total`` counts each version."""
     await service.lifecycle.set_canary(name, body.version, body.share, principal.tenant)
+    await audit.record("index.canary", f"collection:{name}", version=body.version, share=body.share)
     return await _status(service, name, principal.tenant)
 
 
 @router.post("/index/promote", response_model=PromoteResponse, responses=_ERRORS)
-async def promote(name: str, body: PromoteRequest, service: ServiceDep, principal: AdminPrincipal) -> PromoteResponse:
+async def promote(
+    name: str, body: PromoteRequest, service: ServiceDep, principal: AdminPrincipal, audit: AuditDep
+) -> PromoteResponse:
     """Make a ready version the active one, in one step. Refused (409) when its nDCG@10 on the collection's
     golden set is more than the configured margin below the active version's, unless ``force``."""
     gate = await service.lifecycle.promote(name, body.version, body.force, principal.tenant)
+    await audit.record(
+        "index.promote", f"collection:{name}", version=body.version, forced=gate.forced, gate_passed=gate.passed
+    )
     return PromoteResponse(gate=GatePublic.of(gate), index=await _status(service, name, principal.tenant))
 
 
 @router.post("/index/rollback", response_model=IndexStatus, responses=_ERRORS)
-async def rollback(name: str, service: ServiceDep, principal: AdminPrincipal) -> IndexStatus:
+async def rollback(name: str, service: ServiceDep, principal: AdminPrincipal, audit: AuditDep) -> IndexStatus:
     """Make the previously active version active again."""
     await service.lifecycle.rollback(name, principal.tenant)
-    return await _status(service, name, principal.tenant)
+    status = await _status(service, name, principal.tenant)
+    await audit.record("index.rollback", f"collection:{name}", version=status.active)
+    return status
 
 
 @router.delete("/index/versions/{version}", status_code=status.HTTP_204_NO_CONTENT, responses=_ERRORS)
-async def delete_version(name: str, version: int, service: ServiceDep, principal: AdminPrincipal) -> Response:
+async def delete_version(
+    name: str, version: int, service: ServiceDep, principal: AdminPrincipal, audit: AuditDep
+) -> Response:
     """Drop a version no query is routed to (its build is stopped first)."""
     await service.lifecycle.delete(name, version, principal.tenant)
+    await audit.record("index.delete", f"collection:{name}", version=version)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.put("/golden", status_code=status.HTTP_204_NO_CONTENT, responses=_ERRORS)
-async def put_golden_set(name: str, body: GoldenSetBody, service: ServiceDep, principal: AdminPrincipal) -> Response:
+async def put_golden_set(
+    name: str, body: GoldenSetBody, service: ServiceDep, principal: AdminPrincipal, audit: AuditDep
+) -> Response:
     """Replace the golden set promotions of this collection are evaluated on."""
     await service.lifecycle.set_golden_set(name, GoldenSet(body.queries, body.qrels), principal.tenant)
+    await audit.record("index.golden.update", f"collection:{name}", queries=len(body.queries))
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -10,7 +10,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from ragserve.api.deps import AdminPrincipal, ServiceDep
+from ragserve.api.deps import AdminPrincipal, AuditDep, ServiceDep
 from ragserve.api.schemas import ErrorResponse
 from ragserve.domain import ApiKey
 from ragserve.security.auth import Authenticator, create_key
@@ -63,7 +63,9 @@ class KeyList(BaseModel):
 
 
 @router.post("", status_code=201, response_model=CreatedKey, responses=_ERRORS)
-async def create(body: CreateKey, principal: AdminPrincipal, service: ServiceDep, request: Request) -> CreatedKey:
+async def create(
+    body: CreateKey, principal: AdminPrincipal, service: ServiceDep, request: Request, audit: AuditDep
+) -> CreatedKey:
     """A new key for the caller's tenant."""
     authenticator: Authenticator = request.app.state.authenticator
     secret, key = await anyio.to_thread.run_sync(
@@ -77,6 +79,7 @@ async def create(body: CreateKey, principal: AdminPrincipal, service: ServiceDep
         body.user,
         body.groups,
     )
+    await audit.record("key.create", f"key:{key.id}", name=key.name, scopes=",".join(key.scopes))
     return CreatedKey(key=secret, info=KeyPublic.of(key))
 
 
@@ -88,10 +91,13 @@ async def list_keys(principal: AdminPrincipal, service: ServiceDep) -> KeyList:
 
 
 @router.delete("/{key_id}", response_model=KeyPublic, responses=_ERRORS)
-async def revoke(key_id: str, principal: AdminPrincipal, service: ServiceDep, request: Request) -> KeyPublic:
+async def revoke(
+    key_id: str, principal: AdminPrincipal, service: ServiceDep, request: Request, audit: AuditDep
+) -> KeyPublic:
     """Revoke a key of the caller's tenant: it stops working at once on this server, within
     ``auth.key_cache_seconds`` on the others."""
     key = await anyio.to_thread.run_sync(service.stores.keys.revoke_key, key_id, principal.tenant)
     authenticator: Authenticator = request.app.state.authenticator
     authenticator.forget(key_id)
+    await audit.record("key.revoke", f"key:{key.id}", name=key.name)
     return KeyPublic.of(key)

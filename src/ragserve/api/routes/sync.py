@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from ragserve.api.deps import IngestPrincipal, ServiceDep, require
+from ragserve.api.deps import AuditDep, IngestPrincipal, ServiceDep, require
 from ragserve.api.routes.documents import decode_base64
 from ragserve.api.schemas import ErrorResponse, SyncRequest, SyncResponse
 from ragserve.ingest.sync import SourceFile, checked_path
@@ -18,7 +18,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for c
 
 @router.post("/{name}/sync", status_code=202, response_model=SyncResponse, responses=_ERRORS)
 async def sync_collection(
-    name: str, body: SyncRequest, service: ServiceDep, principal: IngestPrincipal
+    name: str, body: SyncRequest, service: ServiceDep, principal: IngestPrincipal, audit: AuditDep
 ) -> SyncResponse:
     """Make the collection hold the source's files: ingest new and changed ones (by path as external id),
     delete the source's documents of files not listed, leave unchanged ones alone. Files of unsupported
@@ -30,4 +30,15 @@ async def sync_collection(
     report = await service.sync(
         name, body.source, files, delete_missing=body.delete_missing, dry_run=body.dry_run, principal=principal
     )
-    return SyncResponse.of(report)
+    response = SyncResponse.of(report)
+    if not body.dry_run:
+        await audit.record(
+            "sync",
+            f"collection:{name}",
+            source=body.source,
+            job_ids=",".join(response.job_ids),
+            added=len(response.added),
+            updated=len(response.updated),
+            deleted=len(response.deleted),
+        )
+    return response
