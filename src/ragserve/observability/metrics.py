@@ -149,3 +149,17 @@ ANSWER_GROUNDEDNESS = Histogram(
     ["judge"],
     buckets=_UNIT_BUCKETS,
 )
+
+
+# --- rate limits and quotas --------------------------------------------------------------------------------
+RATE_LIMITED = Counter(
+    "ragserve_rate_limited_total",
+    "Requests refused with 429, by kind: key or ip (a token bucket), or the tenant quota's name "
+    "(requests, llm_tokens, ingest_bytes, stored_chunks).",
+    ["kind"],
+)
+RATE_LIMIT_FAIL_OPEN = Counter(
+    "ragserve_rate_limit_fail_open_total",
+    "Limit and quota checks let through unchecked because the limiter's backend (Redis) failed, by check.",
+    ["check"],
+)

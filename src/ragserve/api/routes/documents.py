@@ -11,7 +11,8 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from ragserve.api.deps import ServiceDep, require
+from ragserve.api.deps import IngestPrincipal, ServiceDep, require
+from ragserve.api.ratelimit import charge_ingest_bytes, input_bytes
 from ragserve.api.schemas import (
     DocumentCreate,
     DocumentCreateItem,
@@ -31,7 +32,9 @@ from ragserve.errors import (
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 404, 409, 413, 415, 422)}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 404, 409, 413, 415, 422, 429)
+}
 _CREATE_BODY = {
     "requestBody": {
         "content": {
@@ -152,6 +155,7 @@ def _form_metadata(raw: object) -> Metadata:
 async def create_documents(
     request: Request,
     service: ServiceDep,
+    principal: IngestPrincipal,
     idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
 ) -> JobAccepted:
     """Submit documents for ingestion: a JSON body or multipart files. Returns the job that ingests them."""
@@ -168,6 +172,7 @@ async def create_documents(
         )
     else:
         raise UnsupportedMediaTypeError("send application/json or multipart/form-data")
+    await charge_ingest_bytes(request, principal, input_bytes(inputs))
     job = await service.submit(inputs, idempotency_key)
     return JobAccepted(job_id=job.id, document_ids=list(job.document_ids))
 
@@ -207,13 +212,16 @@ async def delete_document(document_id: str, service: ServiceDep) -> Response:
     dependencies=[Depends(require("ingest"))],
 )
 async def upsert_document(
+    request: Request,
     external_id: str,
     body: DocumentUpsert,
     service: ServiceDep,
+    principal: IngestPrincipal,
     idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
 ) -> JobAccepted:
     """Create or replace the document with this external id; only chunks whose text changed are re-embedded."""
     collection = body.collection or service.settings.default_collection
     item = to_input(body, collection, "body", external_id=external_id)
+    await charge_ingest_bytes(request, principal, input_bytes([item]))
     job = await service.submit([item], idempotency_key)
     return JobAccepted(job_id=job.id, document_ids=list(job.document_ids))
