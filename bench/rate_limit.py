@@ -26,14 +26,16 @@ from typing import Any
 
 import httpx
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from ragserve.security.auth import create_key
 from ragserve.security.keys import hash_key
-from ragserve.settings import Settings
+from ragserve.settings import RateLimitSettings, Settings
 from ragserve.stores.factory import open_key_store
 
 PEPPER = "bench-pepper"
 REDIS_URL = "redis://127.0.0.1:6379/0"
+_QUANTILES = (("p50", 0.5), ("p99", 0.99))
 
 
 def _port() -> int:
@@ -78,10 +80,13 @@ def _shared_key(data_dirs: list[Path]) -> str:
     return secret
 
 
-async def _drive(apis: list[str], key: str, args: argparse.Namespace) -> list[tuple[float, int, int]]:
-    """(seconds since start, server index, status) of every request; each client paced to its share of
-    ``--offered`` requests/s, alternating between the servers."""
-    results: list[tuple[float, int, int]] = []
+Result = tuple[float, int, int, float]
+
+
+async def _drive(apis: list[str], key: str, args: argparse.Namespace) -> list[Result]:
+    """(seconds since start, server index, status, latency in seconds) of every request; each client paced to
+    its share of ``--offered`` requests/s, alternating between the servers."""
+    results: list[Result] = []
     interval = args.clients / args.offered
     start = time.monotonic()
 
@@ -94,10 +99,12 @@ async def _drive(apis: list[str], key: str, args: argparse.Namespace) -> list[tu
             next_at += interval
             server = i % len(apis)
             i += 1
+            sent = time.monotonic()
             response = await http.get(f"{apis[server]}/v1/collections", headers={"authorization": f"Bearer {key}"})
+            done = time.monotonic()
             if response.status_code == 429:
                 assert int(response.headers["retry-after"]) >= 1
-            results.append((time.monotonic() - start, server, response.status_code))
+            results.append((done - start, server, response.status_code, done - sent))
 
     limits = httpx.Limits(max_connections=args.clients * 2)
     async with httpx.AsyncClient(timeout=30, limits=limits) as http:
@@ -105,7 +112,18 @@ async def _drive(apis: list[str], key: str, args: argparse.Namespace) -> list[tu
     return results
 
 
-def _summary(results: list[tuple[float, int, int]], args: argparse.Namespace) -> dict[str, Any]:
+def _percentile_ms(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2) if ordered else 0.0
+
+
+def _fail_open(api: str) -> float:
+    """Checks this server let through unchecked because Redis failed or was slower than its timeout."""
+    families = text_string_to_metric_families(httpx.get(f"{api}/metrics", timeout=10).text)
+    return sum(s.value for f in families for s in f.samples if s.name == "ragserve_rate_limit_fail_open_total")
+
+
+def _summary(results: list[Result], args: argparse.Namespace) -> dict[str, Any]:
     accepted = [r for r in results if r[2] == 200]
     steady = [r for r in accepted if r[0] >= args.warmup]
     steady_rps = len(steady) / (args.seconds - args.warmup)
@@ -118,6 +136,8 @@ def _summary(results: list[tuple[float, int, int]], args: argparse.Namespace) ->
         "accepted_per_server": [sum(1 for r in accepted if r[1] == s) for s in (0, 1)],
         "accepted_rps_after_warmup": round(steady_rps, 2),
         "ratio_to_limit": round(steady_rps / args.rate, 3),
+        "latency_ms_accepted": {q: _percentile_ms([r[3] for r in accepted], p) for q, p in _QUANTILES},
+        "latency_ms_refused": {q: _percentile_ms([r[3] for r in results if r[2] == 429], p) for q, p in _QUANTILES},
     }
 
 
@@ -135,6 +155,7 @@ def _run(backend: str, key_dirs: Path, args: argparse.Namespace, cache: Path) ->
         "RAGSERVE_RATE_LIMIT__PER_IP_RATE": "100000",
         "RAGSERVE_RATE_LIMIT__PER_IP_BURST": "100000",
         "RAGSERVE_CACHE__ANSWERS": "false",
+        "RAGSERVE_RATE_LIMIT__REDIS_TIMEOUT_SECONDS": str(args.redis_timeout),
     }
     if backend == "redis":
         env |= {"RAGSERVE_REDIS__URL": REDIS_URL, "RAGSERVE_REDIS__KEY_PREFIX": prefix}
@@ -146,7 +167,9 @@ def _run(backend: str, key_dirs: Path, args: argparse.Namespace, cache: Path) ->
             apis.append(f"http://127.0.0.1:{port}")
             dirs.append(data_dir)
         key = _shared_key(dirs)
-        return _summary(asyncio.run(_drive(apis, key, args)), args)
+        summary = _summary(asyncio.run(_drive(apis, key, args)), args)
+        summary["fail_open_checks"] = sum(_fail_open(api) for api in apis)
+        return summary
     finally:
         for process in processes:
             process.terminate()
@@ -168,6 +191,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds left out of the accepted rate")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--offered", type=float, default=80.0, help="requests/s of all clients together")
+    parser.add_argument(
+        "--redis-timeout",
+        type=float,
+        default=RateLimitSettings().redis_timeout_seconds,
+        help="RAGSERVE_RATE_LIMIT__REDIS_TIMEOUT_SECONDS",
+    )
     parser.add_argument("--backends", default="redis,memory", help="redis (shared), memory (per process)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ragserve-rate-limit-"))
@@ -182,6 +211,7 @@ def main() -> None:
         "clients": args.clients,
         "seconds": args.seconds,
         "warmup_seconds": args.warmup,
+        "redis_timeout_seconds": args.redis_timeout,
         "backends": runs,
     }
     print(json.dumps(report, indent=2))

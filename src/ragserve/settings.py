@@ -307,7 +307,7 @@ class RateLimitSettings(BaseModel):
         ge=1,
         description="per tenant, chunks stored at once (TenantQuotas.check_stored_chunks; not enforced yet)",
     )
-    redis_timeout_seconds: float = Field(default=0.25, gt=0, description="a slower Redis lets the request through")
+    redis_timeout_seconds: float = Field(default=1.0, gt=0, description="a slower Redis lets the request through")
     max_local_buckets: int = Field(default=100_000, ge=100, description="in-process buckets kept at most")
 
     @model_validator(mode="after")
