@@ -152,8 +152,7 @@ def _run(backend: str, key_dirs: Path, args: argparse.Namespace, cache: Path) ->
         "RAGSERVE_RATE_LIMIT__ENABLED": "true",
         "RAGSERVE_RATE_LIMIT__PER_KEY_RATE": str(args.rate),
         "RAGSERVE_RATE_LIMIT__PER_KEY_BURST": str(args.burst),
-        "RAGSERVE_RATE_LIMIT__PER_IP_RATE": "100000",
-        "RAGSERVE_RATE_LIMIT__PER_IP_BURST": "100000",
+        "RAGSERVE_RATE_LIMIT__PER_IP_RATE": "0",  # every client here is 127.0.0.1
         "RAGSERVE_CACHE__ANSWERS": "false",
         "RAGSERVE_RATE_LIMIT__REDIS_TIMEOUT_SECONDS": str(args.redis_timeout),
     }

@@ -289,14 +289,14 @@ class RateLimitSettings(BaseModel):
     """Token buckets per API key (or token subject) and per client IP, and per-tenant daily quotas (UTC days).
     ``enabled`` unset: on when the server listens beyond loopback (as authentication is), off on loopback, where
     one local user should not be throttled. Shared by replicas through Redis when ``redis.url`` is set (a Redis
-    outage lets requests through, logged and counted), in this process otherwise. A rate unset turns that
+    outage lets requests through, logged and counted), in this process otherwise. A rate of 0 turns that
     bucket off; a quota unset is unlimited. ``trusted_proxies`` (IPs or CIDRs) may name the client in
     ``X-Forwarded-For``."""
 
     enabled: bool | None = None
-    per_key_rate: float | None = Field(default=20.0, gt=0, description="requests/s per API key or JWT subject")
+    per_key_rate: float = Field(default=20.0, ge=0, description="requests/s per API key or JWT subject; 0: none")
     per_key_burst: int = Field(default=40, ge=1, description="requests a key may make at once after a pause")
-    per_ip_rate: float | None = Field(default=50.0, gt=0, description="requests/s per client IP (IPv6: per /64)")
+    per_ip_rate: float = Field(default=50.0, ge=0, description="requests/s per client IP (IPv6: per /64); 0: none")
     per_ip_burst: int = Field(default=100, ge=1)
     trusted_proxies: list[str] = Field(default_factory=list, description='e.g. ["10.0.0.0/8"]')
     requests_per_day: int | None = Field(default=None, ge=1, description="per tenant")

@@ -1,22 +1,33 @@
 """Rate limits and quotas without a server: the in-process token bucket against an injected clock, the client
-IP behind trusted proxies, the daily quotas at the end of a UTC day, and failing open when the backend fails."""
+IP behind trusted proxies, the daily quotas at the end of a UTC day, failing open when the backend fails, and
+the LLM gateway charging a request's tokens to the quota it bound."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 from prometheus_client import REGISTRY
 
 from ragserve.domain import ANONYMOUS, Principal
 from ragserve.errors import QuotaExceededError, RateLimitBackendError, RateLimitedError
+from ragserve.llm.breaker import CircuitBreaker
+from ragserve.llm.egress import EgressLimiter
+from ragserve.llm.gateway import LLMGateway, ProviderSlot, bind_token_charge
+from ragserve.llm.llm import ChatMessage
+from ragserve.llm.openai_compat import OpenAICompatLLM
 from ragserve.security.ratelimit.memory import MemoryQuotaCounters, MemoryRateLimiter
 from ragserve.security.ratelimit.policy import FailOpen, RateLimits, TenantQuotas, client_ip
 from ragserve.security.ratelimit.protocol import BucketDecision, CounterResult
-from ragserve.settings import RateLimitSettings
+from ragserve.settings import LLMRetrySettings, RateLimitSettings
 
+MESSAGES = [ChatMessage("user", "How many days of leave?")]
+USAGE = {"prompt_tokens": 11, "completion_tokens": 4}
 KEY = Principal(subject="key:abc", tenant="acme", scopes=frozenset({"query"}), key_id="abc")
 
 
@@ -235,3 +246,34 @@ async def test_a_failing_backend_lets_quota_checks_through() -> None:
     ]
     for call in calls * 2:
         await call()
+
+
+async def test_the_gateway_charges_tokens_to_the_principal_the_request_bound() -> None:
+    def upstream(request: httpx.Request) -> httpx.Response:
+        if json.loads(request.content).get("stream"):
+            events = [{"choices": [{"delta": {"content": "25 days"}}]}, {"choices": [], "usage": USAGE}]
+            text = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+            return httpx.Response(200, content=text.encode(), headers={"content-type": "text/event-stream"})
+        return httpx.Response(200, json={"choices": [{"message": {"content": "25 days"}}], "usage": USAGE})
+
+    llm = OpenAICompatLLM("p", "http://upstream/v1", "m", "key", transport=httpx.MockTransport(upstream))
+    slot = ProviderSlot(llm=llm, breaker=CircuitBreaker("p", 5, 60.0), limiter=EgressLimiter("p", 4, None))
+    gateway = LLMGateway([slot], LLMRetrySettings(max_attempts=1), deadline_seconds=10.0)
+    charged: list[int] = []
+
+    async def charge(tokens: int) -> None:
+        charged.append(tokens)
+
+    async def request() -> None:  # its own context, as each API request has
+        bind_token_charge("abc", charge)
+        await gateway.complete(MESSAGES, principal="abc")
+        await gateway.complete(MESSAGES, principal="judge")  # the service's own calls are not the tenant's
+        async for _ in gateway.stream(MESSAGES, principal="abc"):
+            pass
+
+    try:
+        await asyncio.create_task(request())
+        await gateway.complete(MESSAGES, principal="abc")  # another request, which bound nothing
+    finally:
+        await gateway.aclose()
+    assert charged == [15, 15]

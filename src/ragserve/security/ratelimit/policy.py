@@ -114,14 +114,14 @@ class RateLimits:
     async def check_client(self, ip: str) -> None:
         """Raises ``RateLimitedError`` when the client IP's bucket is empty."""
         s = self._settings
-        if s.per_ip_rate is not None:
+        if s.per_ip_rate > 0:
             await self._take("ip", ip, s.per_ip_rate, s.per_ip_burst, f"client {ip}")
 
     async def check_principal(self, principal: Principal) -> None:
         """Raises ``RateLimitedError`` when the caller's bucket is empty. With authentication off every caller
         is the anonymous principal: they share no key bucket, only their IP buckets."""
         s = self._settings
-        if s.per_key_rate is not None and principal != ANONYMOUS:
+        if s.per_key_rate > 0 and principal != ANONYMOUS:
             await self._take("key", principal.label, s.per_key_rate, s.per_key_burst, f"caller {principal.label}")
 
     async def _take(self, kind: str, name: str, rate: float, burst: int, who: str) -> None:
