@@ -20,7 +20,6 @@ class Limits:
 
     rates: RateLimits
     quotas: TenantQuotas
-    backend: str
     close: Callable[[], Awaitable[None]]
 
 
@@ -43,6 +42,7 @@ def build_limits(settings: Settings) -> Limits | None:
             logger.warning("rate limits are off (RAGSERVE_RATE_LIMIT__ENABLED): the daily quotas set are not enforced")
         return None
     s, guard = settings.rate_limit, FailOpen()
+    logger.info("rate limits and quotas on, kept in %s", "Redis" if settings.redis.url is not None else "this process")
     if settings.redis.url is not None:
         from ragserve.security.ratelimit.redis import RedisQuotaCounters, RedisRateLimiter, connect
 
@@ -51,7 +51,6 @@ def build_limits(settings: Settings) -> Limits | None:
         return Limits(
             RateLimits(s, RedisRateLimiter(client, prefix), guard),
             TenantQuotas(s, RedisQuotaCounters(client, prefix), guard),
-            "redis",
             client.aclose,
         )
 
@@ -61,6 +60,5 @@ def build_limits(settings: Settings) -> Limits | None:
     return Limits(
         RateLimits(s, MemoryRateLimiter(max_buckets=s.max_local_buckets), guard),
         TenantQuotas(s, MemoryQuotaCounters(), guard),
-        "memory",
         nothing,
     )
