@@ -15,7 +15,10 @@ RagserveError
 ├── EmbeddingError                 (model failed to load or run)
 ├── StoreError                     (storage backend failed)
 │   └── DataDirLockedError         another process holds the data directory
+├── RateLimitedError               429  a key's or client IP's request rate over its limit (Retry-After)
+│   └── QuotaExceededError         429  a tenant over a daily quota (Retry-After: the next UTC day)
 ├── ServiceUnavailableError        503  not ready yet
+├── RateLimitBackendError          (the limiter's Redis failed; checks then let requests through)
 └── LLMError                       (a language model provider failed; the gateway falls back, never a 5xx)
     ├── LLMRetryableError          worth another try at the same provider
     │   ├── LLMConnectionError     refused, reset, or cut mid-stream
@@ -104,8 +107,33 @@ class DataDirLockedError(StoreError):
     code = "data_dir_locked"
 
 
+class RateLimitedError(RagserveError):
+    """Too many requests. ``retry_after_seconds`` (whole seconds, at least 1) is when a retry can succeed;
+    None when no wait helps (a storage quota frees up only when documents are deleted)."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after_seconds: int | None) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class QuotaExceededError(RateLimitedError):
+    """A tenant is over one of its quotas; ``quota`` names it (``requests``, ``llm_tokens``, ...)."""
+
+    code = "quota_exceeded"
+
+    def __init__(self, message: str, quota: str, retry_after_seconds: int | None) -> None:
+        super().__init__(message, retry_after_seconds)
+        self.quota = quota
+
+
 class ServiceUnavailableError(RagserveError):
     code = "service_unavailable"
+
+
+class RateLimitBackendError(RagserveError):
+    code = "rate_limit_backend_error"
 
 
 class LLMError(RagserveError):

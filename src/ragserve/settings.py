@@ -7,6 +7,7 @@ module reads the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Literal
@@ -329,6 +330,41 @@ class RedisSettings(BaseModel):
     key_prefix: str = Field(default="ragserve", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
+class RateLimitSettings(BaseModel):
+    """Token buckets per API key (or token subject) and per client IP, and per-tenant daily quotas (UTC days).
+    ``enabled`` unset: on when the server listens beyond loopback (as authentication is), off on loopback, where
+    one local user should not be throttled. Shared by replicas through Redis when ``redis.url`` is set (a Redis
+    outage lets requests through, logged and counted), in this process otherwise. A rate of 0 turns that
+    bucket off; a quota unset is unlimited. ``trusted_proxies`` (IPs or CIDRs) may name the client in
+    ``X-Forwarded-For``."""
+
+    enabled: bool | None = None
+    per_key_rate: float = Field(default=20.0, ge=0, description="requests/s per API key or JWT subject; 0: none")
+    per_key_burst: int = Field(default=40, ge=1, description="requests a key may make at once after a pause")
+    per_ip_rate: float = Field(default=50.0, ge=0, description="requests/s per client IP (IPv6: per /64); 0: none")
+    per_ip_burst: int = Field(default=100, ge=1)
+    trusted_proxies: list[str] = Field(default_factory=list, description='e.g. ["10.0.0.0/8"]')
+    requests_per_day: int | None = Field(default=None, ge=1, description="per tenant")
+    llm_tokens_per_day: int | None = Field(default=None, ge=1, description="per tenant, prompt and completion")
+    ingest_bytes_per_day: int | None = Field(default=None, ge=1, description="per tenant, documents and sync")
+    stored_chunks: int | None = Field(
+        default=None,
+        ge=1,
+        description="per tenant, chunks stored at once; checked when documents are submitted",
+    )
+    redis_timeout_seconds: float = Field(default=1.0, gt=0, description="a slower Redis lets the request through")
+    max_local_buckets: int = Field(default=100_000, ge=100, description="in-process buckets kept at most")
+
+    @model_validator(mode="after")
+    def _check_proxies(self) -> RateLimitSettings:
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"rate_limit.trusted_proxies: {proxy!r} is not an IP address or CIDR") from None
+        return self
+
+
 class CacheSettings(BaseModel):
     """The answer cache: exact questions (normalised) per collection, k, filters, index route and generator;
     an answer is dropped when any document it was built from changes, and after ``answer_ttl_seconds``.
@@ -407,6 +443,7 @@ class Settings(BaseSettings):
     cors: CorsSettings = CorsSettings()
     headers: HeaderSettings = HeaderSettings()
     audit: AuditSettings = AuditSettings()
+    rate_limit: RateLimitSettings = RateLimitSettings()
     cache: CacheSettings = CacheSettings()
     llm: LLMSettings = LLMSettings()
     observability: ObservabilitySettings = ObservabilitySettings()

@@ -33,6 +33,7 @@ from ragserve.embedding.protocol import Embedder
 from ragserve.observability.tracing import Tracing
 from ragserve.security.audit import Auditor
 from ragserve.security.auth import Authenticator, auth_required, load_pepper
+from ragserve.security.ratelimit.factory import build_limits
 from ragserve.service import RagService
 from ragserve.settings import Settings
 
@@ -64,11 +65,15 @@ def create_app(
                 )
                 if not app.state.authenticator.enabled and settings.auth.enabled is False:
                     logger.warning("authentication is turned off: every caller is an anonymous admin")
+                app.state.limits = limits = build_limits(settings)
                 app.state.service = owned
                 try:
                     yield
                 finally:
                     app.state.service = None
+                    app.state.limits = None
+                    if limits is not None:
+                        await limits.close()
                     await owned.close()
         finally:
             app.state.tracing = None

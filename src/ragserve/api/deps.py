@@ -1,5 +1,5 @@
-"""Dependencies routes receive through ``Annotated``: the service built in the app's lifespan and the app's
-count of requests in flight."""
+"""Dependencies routes receive through ``Annotated``: the service built in the app's lifespan, the app's
+count of requests in flight, and the caller (authenticated, then rate-limited)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 
 from ragserve.api.audit import RequestAudit, record_denied
 from ragserve.api.middleware import InFlightRequests
+from ragserve.api.ratelimit import limit_caller, limit_client
 from ragserve.domain import Principal, Scope
 from ragserve.errors import AuthenticationError, PermissionDeniedError, ServiceUnavailableError
 from ragserve.security.audit import Auditor
@@ -35,9 +36,9 @@ def get_in_flight(request: Request) -> InFlightRequests:
 InFlightDep = Annotated[InFlightRequests, Depends(get_in_flight)]
 
 
-def get_principal(request: Request) -> Principal:
-    """The caller, from the ``Authorization`` header (anonymous when authentication is off). Raises
-    ``AuthenticationError``."""
+def get_principal(request: Request, _client_limit: Annotated[None, Depends(limit_client)]) -> Principal:
+    """The caller, from the ``Authorization`` header (anonymous when authentication is off), once its IP is
+    within its rate limit. Raises ``AuthenticationError``, ``RateLimitedError``."""
     authenticator: Authenticator | None = getattr(request.app.state, "authenticator", None)
     if authenticator is None:
         raise ServiceUnavailableError("the service is starting")
@@ -53,10 +54,16 @@ def get_principal(request: Request) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
+async def get_limited_principal(request: Request, principal: PrincipalDep) -> Principal:
+    """The caller, once within its rate limit and its tenant's request quota (429 otherwise)."""
+    await limit_caller(request, principal)
+    return principal
+
+
 def require(scope: Scope) -> Callable[..., Principal]:
     """A dependency that lets only callers with ``scope`` through (403 otherwise, 401 without credentials)."""
 
-    def check(principal: PrincipalDep, request: Request) -> Principal:
+    def check(principal: Annotated[Principal, Depends(get_limited_principal)], request: Request) -> Principal:
         try:
             check_scope(principal, scope)
         except PermissionDeniedError as exc:

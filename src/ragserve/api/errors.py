@@ -21,6 +21,7 @@ _STATUS: dict[type[errors.RagserveError], int] = {
     errors.NotFoundError: 404,
     errors.ConflictError: 409,
     errors.DocumentParseError: 422,
+    errors.RateLimitedError: 429,
     errors.ServiceUnavailableError: 503,
 }
 
@@ -64,7 +65,10 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.RagserveError)
     async def _ragserve(request: Request, exc: errors.RagserveError) -> JSONResponse:
-        return error_response(request, status_of(exc), exc.code, exc.message)
+        response = error_response(request, status_of(exc), exc.code, exc.message)
+        if isinstance(exc, errors.RateLimitedError) and exc.retry_after_seconds is not None:
+            response.headers["Retry-After"] = str(max(1, exc.retry_after_seconds))
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

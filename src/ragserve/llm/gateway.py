@@ -5,7 +5,8 @@ Per provider: the circuit breaker is asked first (an open one costs nothing), th
 jitter (a 429's Retry-After is honoured when it fits the deadline); any other failure moves on to the next
 provider. A stream is retried or moved on only until its first text: after that a failure raises
 ``LLMStreamInterruptedError``, since the text already passed on cannot be taken back. Each answer has an
-overall deadline; tokens are accounted per principal and provider.
+overall deadline; tokens are accounted per principal and provider, and charged to the quota that the request
+bound (``bind_token_charge``).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
@@ -69,6 +71,23 @@ class TokenLedger:
         )
         LLM_TOKENS.labels(provider=provider, principal=principal, kind="prompt").inc(usage.prompt_tokens)
         LLM_TOKENS.labels(provider=provider, principal=principal, kind="completion").inc(usage.completion_tokens)
+
+
+TokenCharge = Callable[[int], Awaitable[None]]
+_TOKEN_CHARGE: ContextVar[tuple[str, TokenCharge] | None] = ContextVar("ragserve_llm_token_charge", default=None)
+
+
+def bind_token_charge(principal: str, charge: TokenCharge) -> None:
+    """From now on in the current context (one API request, and tasks it starts), tokens the gateway spends
+    for ``principal`` (a label, as passed to ``complete``/``stream``) are also passed to ``charge``: a tenant's
+    daily quota. Calls for other principals (the groundedness judge's) are not charged."""
+    _TOKEN_CHARGE.set((principal, charge))
+
+
+async def _charge_tokens(principal: str, usage: Usage) -> None:
+    bound = _TOKEN_CHARGE.get()
+    if bound is not None and bound[0] == principal:
+        await bound[1](usage.total_tokens)
 
 
 class LLMGateway:
@@ -140,6 +159,7 @@ class LLMGateway:
                     logger.warning("LLM provider %s failed, trying the next: %s", slot.name, exc.message)
                 continue
             self.ledger.record(principal, completion.provider, completion.usage)
+            await _charge_tokens(principal, completion.usage)
             return completion
         raise LLMUnavailableError("no LLM provider answered: " + "; ".join(failures))
 
@@ -183,6 +203,7 @@ class LLMGateway:
                 async for item in items:
                     if isinstance(item, Completion):
                         self.ledger.record(principal, item.provider, item.usage)
+                        await _charge_tokens(principal, item.usage)
                     yield item
             finally:
                 await items.aclose()

@@ -155,3 +155,17 @@ AUDIT_EVENTS = Counter(
 AUDIT_FAILURES = Counter(
     "ragserve_audit_write_failures_total", "Audit events that could not be stored (they were still logged)."
 )
+
+
+# --- rate limits and quotas --------------------------------------------------------------------------------
+RATE_LIMITED = Counter(
+    "ragserve_rate_limited_total",
+    "Requests refused with 429, by kind: key or ip (a token bucket), or the tenant quota's name "
+    "(requests, llm_tokens, ingest_bytes, stored_chunks).",
+    ["kind"],
+)
+RATE_LIMIT_FAIL_OPEN = Counter(
+    "ragserve_rate_limit_fail_open_total",
+    "Limit and quota checks let through unchecked because the limiter's backend (Redis) failed, by check.",
+    ["check"],
+)

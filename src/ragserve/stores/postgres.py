@@ -206,6 +206,13 @@ class PostgresStore:
         if not updated:
             raise NotFoundError(f"document {document_id!r} not found")
 
+    def tenant_chunk_count(self, tenant: str) -> int:
+        with self._db.primary() as conn:
+            row = conn.execute(
+                f"SELECT coalesce(sum(d.chunk_count), 0) {_FROM_DOCUMENTS} WHERE c.tenant = %s", (tenant,)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
     def has_restricted_documents(self, collection_id: str) -> bool:
         with self._db.primary() as conn:
             row = conn.execute(

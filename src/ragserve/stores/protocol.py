@@ -120,6 +120,10 @@ class DocumentStore(Protocol):
         Raises ``NotFoundError``."""
         ...
 
+    def tenant_chunk_count(self, tenant: str) -> int:
+        """How many chunks the tenant's documents have (in their collections' active index versions)."""
+        ...
+
     def has_restricted_documents(self, collection_id: str) -> bool:
         """Whether any document of the collection has an ACL that is not public."""
         ...

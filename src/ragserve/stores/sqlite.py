@@ -247,6 +247,12 @@ class SqliteStore:
         if not updated:
             raise NotFoundError(f"document {document_id!r} not found")
 
+    def tenant_chunk_count(self, tenant: str) -> int:
+        row = self._db.connection().execute(
+            f"SELECT coalesce(sum(d.chunk_count), 0) {_FROM_DOCUMENTS} WHERE c.tenant = ?", (tenant,)
+        )
+        return int(row.fetchone()[0])
+
     def has_restricted_documents(self, collection_id: str) -> bool:
         row = self._db.connection().execute(
             "SELECT 1 FROM documents WHERE collection_id = ? AND restricted = 1 LIMIT 1", (collection_id,)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from ragserve.api.deps import QueryPrincipal, ServiceDep, require
+from ragserve.api.ratelimit import check_llm_quota
 from ragserve.api.schemas import AnswerRequest, AnswerResponse, CitationPublic, ErrorResponse
 from ragserve.domain import Answer, AnswerDelta
 
@@ -34,13 +35,14 @@ async def _events(stream: AsyncIterator[AnswerDelta | Answer]) -> AsyncIterator[
             "content": {"text/event-stream": {}},
             "description": "with stream=true: token, citations, done events",
         },
-        **{code: {"model": ErrorResponse} for code in (400, 404, 413, 422)},
+        **{code: {"model": ErrorResponse} for code in (400, 404, 413, 422, 429)},
     },
 )
 async def answer(
-    body: AnswerRequest, service: ServiceDep, principal: QueryPrincipal
+    request: Request, body: AnswerRequest, service: ServiceDep, principal: QueryPrincipal
 ) -> AnswerResponse | EventSourceResponse:
     """Answer a question from the documents, citing the passages used as [n]."""
+    await check_llm_quota(request, principal)
     if body.stream:
         stream = await service.stream_answer(body.question, body.k, body.collection, body.filters, principal)
         return EventSourceResponse(_events(stream), ping=15)

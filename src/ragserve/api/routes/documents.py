@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from ragserve.api.deps import AuditDep, IngestPrincipal, QueryPrincipal, ServiceDep
+from ragserve.api.ratelimit import charge_ingest_bytes, input_bytes
 from ragserve.api.schemas import (
     AclBody,
     DocumentCreate,
@@ -32,7 +33,9 @@ from ragserve.errors import (
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 404, 409, 413, 415, 422)}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 404, 409, 413, 415, 422, 429)
+}
 _CREATE_BODY = {
     "requestBody": {
         "content": {
@@ -189,6 +192,7 @@ async def create_documents(
         )
     else:
         raise UnsupportedMediaTypeError("send application/json or multipart/form-data")
+    await charge_ingest_bytes(request, principal, input_bytes(inputs), len(inputs))
     job = await service.submit(inputs, idempotency_key, principal)
     await audit.record(
         "documents.ingest", f"collection:{inputs[0].collection}", job_id=job.id, document_count=len(inputs)
@@ -249,6 +253,7 @@ async def set_document_acl(
     responses=_ERRORS,
 )
 async def upsert_document(
+    request: Request,
     external_id: str,
     body: DocumentUpsert,
     service: ServiceDep,
@@ -259,6 +264,7 @@ async def upsert_document(
     """Create or replace the document with this external id; only chunks whose text changed are re-embedded."""
     collection = body.collection or service.settings.default_collection
     item = to_input(body, collection, "body", external_id=external_id)
+    await charge_ingest_bytes(request, principal, input_bytes([item]), 1)
     job = await service.submit([item], idempotency_key, principal)
     target = f"document:{job.document_ids[0]}" if job.document_ids else None
     await audit.record("document.upsert", target, collection=collection, external_id=external_id, job_id=job.id)

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from ragserve.api.deps import QueryPrincipal, ServiceDep, require
@@ -23,6 +23,7 @@ from ragserve.api.openai_schemas import (
     ModelCard,
     ModelList,
 )
+from ragserve.api.ratelimit import check_llm_quota
 from ragserve.api.schemas import CitationPublic, ErrorResponse
 from ragserve.domain import Answer, AnswerDelta
 from ragserve.errors import NotFoundError, PayloadTooLargeError
@@ -84,16 +85,17 @@ async def _chunks(
     response_model=ChatCompletionResponse,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "with stream=true: chat.completion.chunk events"},
-        **{code: {"model": ErrorResponse} for code in (400, 404, 413, 422)},
+        **{code: {"model": ErrorResponse} for code in (400, 404, 413, 422, 429)},
     },
 )
 async def chat_completions(
-    body: ChatCompletionRequest, service: ServiceDep, principal: QueryPrincipal
+    request: Request, body: ChatCompletionRequest, service: ServiceDep, principal: QueryPrincipal
 ) -> ChatCompletionResponse | EventSourceResponse:
     """Answer the conversation's last user message from the documents; earlier turns make a follow-up
     question standalone. Citations come in the extra ``citations`` field (of the last chunk when streamed)."""
     collection = _collection_of(body.model)
-    question = await standalone_question(body.turns(), service.llm)
+    await check_llm_quota(request, principal)
+    question = await standalone_question(body.turns(), service.llm, principal.label)
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
         stream = await service.stream_answer(question, body.k, collection, body.filters, principal)
