@@ -16,14 +16,20 @@ from collections import Counter
 
 _TAG_RE = re.compile(r"<!--|<(/?)([A-Za-z][^\s/>]*)([^>]*)>")
 _COMMENT_END = "-->"
-_VOID = frozenset(
-    "area base basefont bgsound br col embed frame hr image img input keygen link meta param source track wbr".split()
-)
+# fmt: off
+_VOID = frozenset({
+    "area", "base", "basefont", "bgsound", "br", "col", "embed", "frame", "hr", "image", "img", "input", "keygen",
+    "link", "meta", "param", "source", "track", "wbr",
+})
 # Elements a start tag of their own kind (or of a sibling kind) closes, and the document's fixed frame.
-_NOT_NESTING = frozenset(
-    "p li dt dd option optgroup tr td th tbody thead tfoot colgroup caption rb rt rp rtc html head body".split()
-)
-_RAW_TEXT = frozenset("script style textarea title xmp iframe noembed noframes noscript plaintext".split())
+_NOT_NESTING = frozenset({
+    "p", "li", "dt", "dd", "option", "optgroup", "tr", "td", "th", "tbody", "thead", "tfoot", "colgroup", "caption",
+    "rb", "rt", "rp", "rtc", "html", "head", "body",
+})
+_RAW_TEXT = frozenset({
+    "script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes", "noscript", "plaintext",
+})
+# fmt: on
 _FOREIGN = ("svg", "math")
 _RAW_TEXT_END = {name: re.compile(rf"</{name}[\s/>]", re.IGNORECASE) for name in _RAW_TEXT}
 

@@ -55,6 +55,7 @@ IN_PROCESS_EXTENSIONS = frozenset({".txt", ".md", ".markdown"})
 _STARTUP_TIMEOUT_SECONDS = 60.0
 _EXIT_GRACE_SECONDS = 2.0
 _READ_BYTES = 1024 * 1024
+_INHERITED_VARIABLES = frozenset({"PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONHASHSEED"})
 # The errors a child may report for a file, by code; any other code is reported as a plain parse error.
 _REPORTED_ERRORS: dict[str, type[RagserveError]] = {
     cls.code: cls
@@ -177,13 +178,8 @@ class _ChildParser:
     def start(cls, limits: ParsingSettings, filename: str) -> _ChildParser:
         """Start a child and wait until it is ready. Raises ParserCrashedError naming ``filename`` if it is not."""
         command = [sys.executable, "-m", "ragserve.ingest.parse_worker", limits.model_dump_json()]
-        # The child must import this same ragserve, wherever it was imported from here.
-        package_root = str(Path(ragserve.__file__).resolve().parent.parent)
-        python_path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
-        # One malloc arena: the child is single-threaded, and every arena reserves address space under RLIMIT_AS.
-        env = {**os.environ, "PYTHONPATH": python_path, "MALLOC_ARENA_MAX": "1"}
         process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_child_environment(), start_new_session=True
         )
         child = cls(process, limits)
         try:
@@ -277,6 +273,17 @@ class _ChildParser:
             if pipe is not None:
                 with contextlib.suppress(OSError):
                     pipe.close()
+
+
+def _child_environment() -> dict[str, str]:
+    """The child's environment: none of the server's settings or secrets, which a subverted parser could read."""
+    env = {name: value for name, value in os.environ.items() if name in _INHERITED_VARIABLES}
+    # The child must import this same ragserve, wherever it was imported from here.
+    package_root = str(Path(ragserve.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    # One malloc arena: the child is single-threaded, and every arena reserves address space under RLIMIT_AS.
+    env["MALLOC_ARENA_MAX"] = "1"
+    return env
 
 
 def _decode(payload: bytes, filename: str) -> ParsedDocument:

@@ -27,15 +27,20 @@ from ragserve.errors import ParseMemoryError, RagserveError
 from ragserve.ingest.loaders import load_file
 from ragserve.settings import ParsingSettings
 
-_LENGTH_BYTES = 8
+LENGTH_BYTES = 8
 READY = b"ready"
 # How often the child checks that its parent is alive (an orphan stuck on a file must not run forever).
 _PARENT_CHECK_SECONDS = 1.0
 
 
 def write_frame(stream: IO[bytes], payload: bytes) -> None:
-    stream.write(len(payload).to_bytes(_LENGTH_BYTES, "big"))
+    stream.write(len(payload).to_bytes(LENGTH_BYTES, "big"))
     stream.write(payload)
+
+
+def frame_length(header: bytes) -> int:
+    """The payload length a frame's ``LENGTH_BYTES`` header announces."""
+    return int.from_bytes(header, "big")
 
 
 def _read_exact(stream: IO[bytes], size: int) -> bytes | None:
@@ -51,17 +56,10 @@ def _read_exact(stream: IO[bytes], size: int) -> bytes | None:
 
 def read_frame(stream: IO[bytes]) -> bytes | None:
     """The next frame, or None at the end of the stream."""
-    header = _read_exact(stream, _LENGTH_BYTES)
+    header = _read_exact(stream, LENGTH_BYTES)
     if header is None:
         return None
-    return _read_exact(stream, int.from_bytes(header, "big"))
-
-
-def frame_length(header: bytes) -> int:
-    return int.from_bytes(header, "big")
-
-
-LENGTH_BYTES = _LENGTH_BYTES
+    return _read_exact(stream, frame_length(header))
 
 
 def encode_parsed(parsed: ParsedDocument) -> bytes:
