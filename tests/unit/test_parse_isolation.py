@@ -5,6 +5,7 @@ replaced, and the pool goes on parsing. Children go away with the pool, and with
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,9 +17,15 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from ragserve.errors import ArchiveLimitError, ParseMemoryError, ParserCrashedError, ParseTimeoutError
-from ragserve.ingest.isolation import IsolatedParser, build_parser
-from ragserve.ingest.loaders import load_file
+from ragserve.errors import (
+    ArchiveLimitError,
+    ParseMemoryError,
+    ParserCrashedError,
+    ParseTimeoutError,
+    UnsupportedMediaTypeError,
+)
+from ragserve.ingest.isolation import ISOLATED_EXTENSIONS, IsolatedParser, build_parser
+from ragserve.ingest.loaders import SUPPORTED_EXTENSIONS, load_file
 from ragserve.settings import ParsingSettings
 from tests import hostile_files
 
@@ -81,11 +88,19 @@ def test_a_child_parses_exactly_as_this_process_does(make_parser: MakeParser, na
     assert len(children() - before) == 1  # parsed in a child, which stays for the next file
 
 
-def test_text_and_markdown_parse_in_process(make_parser: MakeParser) -> None:
+def test_only_text_and_markdown_parse_in_process() -> None:
+    """A format added later is isolated unless it is listed here on purpose."""
+    in_process = SUPPORTED_EXTENSIONS - ISOLATED_EXTENSIONS
+    assert in_process == {".txt", ".md", ".markdown"}
+
+
+def test_text_markdown_and_unsupported_files_start_no_child(make_parser: MakeParser) -> None:
     parser = make_parser()
     before = children()
     assert parser.parse(fixture("guide.md"), "guide.md").blocks
     assert parser.parse(fixture("release-notes.txt"), "release-notes.txt").blocks
+    with pytest.raises(UnsupportedMediaTypeError, match=r"^slides\.pptx: unsupported file type"):
+        parser.parse(b"PK\x03\x04", "slides.pptx")
     assert children() == before
 
 
@@ -131,11 +146,16 @@ def test_a_limit_error_keeps_the_child(make_parser: MakeParser) -> None:
     assert children() == child
 
 
-def test_children_do_not_inherit_the_servers_secrets(make_parser: MakeParser, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_children_run_confined(make_parser: MakeParser, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Capped address space, no core dumps, first in line for the OOM killer, and none of the server's secrets."""
     monkeypatch.setenv("RAGSERVE_AUTH__KEY_PEPPER", "pepper-secret")
-    parser = make_parser()
+    parser = make_parser(memory_limit_mb=300)
     parser.parse(fixture("faq.json"), "faq.json")
     (child,) = children()
+    limits = Path(f"/proc/{child}/limits").read_text()
+    assert re.search(rf"Max address space\s+{300 * 1024 * 1024}\s+{300 * 1024 * 1024}\s+bytes", limits)
+    assert re.search(r"Max core file size\s+0\s+0\s+bytes", limits)
+    assert Path(f"/proc/{child}/oom_score_adj").read_text().strip() == "1000"
     environment = Path(f"/proc/{child}/environ").read_bytes()
     assert b"pepper-secret" not in environment
     assert b"PYTHONPATH=" in environment

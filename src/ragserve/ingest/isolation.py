@@ -49,8 +49,8 @@ from ragserve.settings import ParsingSettings
 
 logger = logging.getLogger(__name__)
 
-IN_PROCESS_EXTENSIONS = frozenset({".txt", ".md", ".markdown"})
-"""Extensions parsed in the server process even when parsing is isolated (see the module docstring)."""
+ISOLATED_EXTENSIONS = frozenset({".html", ".htm", ".pdf", ".docx", ".json", ".jsonl"})
+"""Extensions parsed in a child process; the others (text, Markdown, unsupported) stay in the server process."""
 # Importing the parsers takes a second or two; a child that is not ready in this time is broken.
 _STARTUP_TIMEOUT_SECONDS = 60.0
 _EXIT_GRACE_SECONDS = 2.0
@@ -119,7 +119,7 @@ class IsolatedParser:
 
     def parse(self, data: bytes, filename: str) -> ParsedDocument:
         with _counted():
-            if file_extension(filename) in IN_PROCESS_EXTENSIONS:
+            if file_extension(filename) not in ISOLATED_EXTENSIONS:
                 return load_file(data, filename, self._limits)
             with self._slots:
                 child = self._take(filename)
@@ -130,7 +130,7 @@ class IsolatedParser:
                     PARSER_RESTARTS.labels(cause=exc.code).inc()
                     child.kill()
                     raise
-                except DocumentParseError:
+                except RagserveError:  # the child reported the file's error: it is fine for the next one
                     self._give_back(child)
                     raise
                 except BaseException:

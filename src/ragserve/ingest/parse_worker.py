@@ -13,6 +13,7 @@ when its stdin closes, or when its parent dies.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -20,6 +21,7 @@ import sys
 import threading
 import time
 import traceback
+from pathlib import Path
 from typing import IO, Any
 
 from ragserve.domain import ParsedDocument
@@ -96,6 +98,9 @@ def _limit_resources(memory_limit_mb: int) -> None:
     limit = memory_limit_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash on a hostile file leaves no core dump behind
+    # Should the container run out of memory anyway, the kernel's OOM killer takes this process, not the server.
+    with contextlib.suppress(OSError):
+        Path("/proc/self/oom_score_adj").write_text("1000")
 
 
 def _exit_with_parent() -> None:
