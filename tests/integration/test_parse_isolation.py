@@ -59,6 +59,14 @@ def restarts(cause: str) -> float:
 
 
 MakeParser = Callable[..., IsolatedParser]
+Spawned = Callable[[], set[int]]
+
+
+@pytest.fixture
+def spawned() -> Spawned:
+    """The child processes of this process started since the test began (session fixtures may own others)."""
+    existing = children()
+    return lambda: children() - existing
 
 
 @pytest.fixture
@@ -81,11 +89,10 @@ def test_settings_choose_isolation() -> None:
 
 
 @pytest.mark.parametrize("name", ["article.html", "report.pdf", "onboarding.docx", "faq.json", "tickets.jsonl"])
-def test_a_child_parses_exactly_as_this_process_does(make_parser: MakeParser, name: str) -> None:
+def test_a_child_parses_exactly_as_this_process_does(make_parser: MakeParser, spawned: Spawned, name: str) -> None:
     parser = make_parser()
-    before = children()
     assert parser.parse(fixture(name), name) == load_file(fixture(name), name)
-    assert len(children() - before) == 1  # parsed in a child, which stays for the next file
+    assert len(spawned()) == 1  # parsed in a child, which stays for the next file
 
 
 def test_only_text_and_markdown_parse_in_process() -> None:
@@ -94,14 +101,13 @@ def test_only_text_and_markdown_parse_in_process() -> None:
     assert in_process == {".txt", ".md", ".markdown"}
 
 
-def test_text_markdown_and_unsupported_files_start_no_child(make_parser: MakeParser) -> None:
+def test_text_markdown_and_unsupported_files_start_no_child(make_parser: MakeParser, spawned: Spawned) -> None:
     parser = make_parser()
-    before = children()
     assert parser.parse(fixture("guide.md"), "guide.md").blocks
     assert parser.parse(fixture("release-notes.txt"), "release-notes.txt").blocks
     with pytest.raises(UnsupportedMediaTypeError, match=r"^slides\.pptx: unsupported file type"):
         parser.parse(b"PK\x03\x04", "slides.pptx")
-    assert children() == before
+    assert not spawned()
 
 
 def test_pdf_decompression_bomb_crashes_only_its_child(make_parser: MakeParser) -> None:
@@ -115,17 +121,19 @@ def test_pdf_decompression_bomb_crashes_only_its_child(make_parser: MakeParser) 
     assert parser.parse(fixture("report.pdf"), "report.pdf").blocks  # a new child takes over
 
 
-def test_file_outlasting_the_timeout_is_abandoned_and_its_child_killed(make_parser: MakeParser) -> None:
+def test_file_outlasting_the_timeout_is_abandoned_and_its_child_killed(
+    make_parser: MakeParser, spawned: Spawned
+) -> None:
     parser = make_parser(timeout_seconds=0.5)
     assert parser.parse(fixture("faq.json"), "faq.json").blocks
-    (first_child,) = children()
+    (first_child,) = spawned()
     timeouts_before = restarts("parse_timeout")
     with pytest.raises(ParseTimeoutError, match=r"^slow\.html: parsing took longer than the limit of 0\.5 s"):
         parser.parse(hostile_files.large_html(SLOW_HTML_PARAGRAPHS), "slow.html")
     assert not is_alive(first_child)
     assert restarts("parse_timeout") == timeouts_before + 1
     assert parser.parse(fixture("faq.json"), "faq.json").blocks
-    assert children() - {first_child}
+    assert spawned() - {first_child}
 
 
 def test_memory_bomb_hits_the_childs_memory_limit(make_parser: MakeParser) -> None:
@@ -136,22 +144,22 @@ def test_memory_bomb_hits_the_childs_memory_limit(make_parser: MakeParser) -> No
     assert parser.parse(fixture("faq.json"), "faq.json").blocks
 
 
-def test_a_limit_error_keeps_the_child(make_parser: MakeParser) -> None:
+def test_a_limit_error_keeps_the_child(make_parser: MakeParser, spawned: Spawned) -> None:
     parser = make_parser()
     assert parser.parse(fixture("faq.json"), "faq.json").blocks
-    child = children()
+    child = spawned()
     with pytest.raises(ArchiveLimitError, match=r"\(parsing\.max_archive_bytes\)"):
         parser.parse(hostile_files.docx_zip_bomb(), "bomb.docx")
     assert parser.parse(fixture("onboarding.docx"), "onboarding.docx").blocks
-    assert children() == child
+    assert spawned() == child
 
 
-def test_children_run_confined(make_parser: MakeParser, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_children_run_confined(make_parser: MakeParser, spawned: Spawned, monkeypatch: pytest.MonkeyPatch) -> None:
     """Capped address space, no core dumps, first in line for the OOM killer, and none of the server's secrets."""
     monkeypatch.setenv("RAGSERVE_AUTH__KEY_PEPPER", "pepper-secret")
     parser = make_parser(memory_limit_mb=300)
     parser.parse(fixture("faq.json"), "faq.json")
-    (child,) = children()
+    (child,) = spawned()
     limits = Path(f"/proc/{child}/limits").read_text()
     assert re.search(rf"Max address space\s+{300 * 1024 * 1024}\s+{300 * 1024 * 1024}\s+bytes", limits)
     assert re.search(r"Max core file size\s+0\s+0\s+bytes", limits)
@@ -161,10 +169,10 @@ def test_children_run_confined(make_parser: MakeParser, monkeypatch: pytest.Monk
     assert b"PYTHONPATH=" in environment
 
 
-def test_closing_the_pool_ends_its_children(make_parser: MakeParser) -> None:
+def test_closing_the_pool_ends_its_children(make_parser: MakeParser, spawned: Spawned) -> None:
     parser = make_parser()
     parser.parse(fixture("faq.json"), "faq.json")
-    (child,) = children()
+    (child,) = spawned()
     parser.close()
     assert not is_alive(child)
 
