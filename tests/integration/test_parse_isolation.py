@@ -154,6 +154,21 @@ def test_a_limit_error_keeps_the_child(make_parser: MakeParser, spawned: Spawned
     assert spawned() == child
 
 
+def test_a_child_that_died_while_idle_is_replaced_without_failing_the_next_file(
+    make_parser: MakeParser, spawned: Spawned
+) -> None:
+    parser = make_parser()
+    assert parser.parse(fixture("faq.json"), "faq.json").blocks
+    (child,) = spawned()
+    os.kill(child, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while is_alive(child):
+        assert time.monotonic() < deadline, "SIGKILL did not end the child"
+        time.sleep(0.01)
+    assert parser.parse(fixture("onboarding.docx"), "onboarding.docx").blocks
+    assert spawned() - {child}
+
+
 def test_children_run_confined(make_parser: MakeParser, spawned: Spawned, monkeypatch: pytest.MonkeyPatch) -> None:
     """Capped address space, no core dumps, first in line for the OOM killer, and none of the server's secrets."""
     monkeypatch.setenv("RAGSERVE_AUTH__KEY_PEPPER", "pepper-secret")

@@ -147,12 +147,16 @@ class IsolatedParser:
             child.stop()
 
     def _take(self, filename: str) -> _ChildParser:
-        with self._lock:
-            if self._closed:
-                raise ServiceUnavailableError("the parser pool is closed")
-            if self._idle:
-                return self._idle.pop()
-        return _ChildParser.start(self._limits, filename)
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise ServiceUnavailableError("the parser pool is closed")
+                child = self._idle.pop() if self._idle else None
+            if child is None:
+                return _ChildParser.start(self._limits, filename)
+            if child.is_alive():
+                return child
+            child.kill()  # it died while idle (the OOM killer, an operator): not a crash of the next file
 
     def _give_back(self, child: _ChildParser) -> None:
         with self._lock:
@@ -253,6 +257,9 @@ class _ChildParser:
             f"{filename}: the parser process died on the file ({how}); the file is damaged, or parsing it needs "
             f"more than the memory limit of {self._limits.memory_limit_mb} MB (parsing.memory_limit_mb)"
         )
+
+    def is_alive(self) -> bool:
+        return self._process.poll() is None
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
