@@ -12,6 +12,15 @@ RagserveError
 ├── ConflictError                  409  idempotency key reused with another request, a refused promotion
 │   └── IndexVersionsChangedError  (internal: an index version appeared during a document write)
 ├── DocumentParseError             (per file, recorded in its job)
+│   ├── BinaryContentError         a text file that holds binary data (a renamed image or executable)
+│   ├── ParserCrashedError         the isolated parser process died on the file
+│   └── ParseLimitError            a file over a parsing limit (``ParsingSettings``)
+│       ├── ArchiveLimitError      a .docx whose zip would inflate too far (a zip bomb)
+│       ├── NestingLimitError      HTML nested deeper than the limit
+│       ├── PageLimitError         a PDF with more pages than the limit
+│       ├── TextLimitError         more extracted text than the limit
+│       ├── ParseTimeoutError      parsing one file took longer than the limit
+│       └── ParseMemoryError       parsing one file needed more memory than the limit
 ├── EmbeddingError                 (model failed to load or run)
 ├── StoreError                     (storage backend failed)
 │   └── DataDirLockedError         another process holds the data directory
@@ -93,6 +102,48 @@ class IndexVersionsChangedError(ConflictError):
 
 class DocumentParseError(RagserveError):
     code = "parse_error"
+
+
+class BinaryContentError(DocumentParseError):
+    """A .txt, .md or .json file whose bytes are binary: a known file signature, NUL bytes, or mostly not UTF-8."""
+
+    code = "binary_content"
+
+
+class ParserCrashedError(DocumentParseError):
+    """The parser process died on the file (a crash in a parsing library, or its memory limit hit in C code)."""
+
+    code = "parser_crashed"
+
+
+class ParseLimitError(DocumentParseError):
+    """A file over one of the parsing limits; the message names the file and the limit."""
+
+    code = "parse_limit_exceeded"
+
+
+class ArchiveLimitError(ParseLimitError):
+    code = "archive_too_large"
+
+
+class NestingLimitError(ParseLimitError):
+    code = "nesting_too_deep"
+
+
+class PageLimitError(ParseLimitError):
+    code = "too_many_pages"
+
+
+class TextLimitError(ParseLimitError):
+    code = "text_too_large"
+
+
+class ParseTimeoutError(ParseLimitError):
+    code = "parse_timeout"
+
+
+class ParseMemoryError(ParseLimitError):
+    code = "parse_memory_exceeded"
 
 
 class EmbeddingError(RagserveError):

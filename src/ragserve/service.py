@@ -43,6 +43,7 @@ from ragserve.embedding.onnx import OnnxEmbedder
 from ragserve.embedding.protocol import Embedder
 from ragserve.errors import NotFoundError, PayloadTooLargeError, UnsupportedMediaTypeError
 from ragserve.index_lifecycle import IndexLifecycle
+from ragserve.ingest.isolation import build_parser
 from ragserve.ingest.loaders import is_supported
 from ragserve.ingest.pipeline import IngestPipeline
 from ragserve.ingest.reindex import IndexBuilder
@@ -106,6 +107,7 @@ class RagService:
         self.index = stores.index
         self.caches = build_caches(settings, stores.is_shared)
         embedding_cache = self.caches.embeddings or self.store
+        self.parser = build_parser(settings.parsing)  # parser processes start on the first file that needs one
         self.pipeline = IngestPipeline(
             self.jobs,
             self.store,
@@ -114,6 +116,7 @@ class RagService:
             self.index,
             embedder,
             on_documents_changed=self._documents_changed,
+            parser=self.parser,
         )
         self.queue = build_task_queue(settings, self.jobs, self.pipeline, shared_store=stores.is_shared, consumers=None)
         self.state = CollectionState(
@@ -210,6 +213,7 @@ class RagService:
         if self._batcher is not None:
             await anyio.to_thread.run_sync(self._batcher.close)
         self.caches.close()
+        await anyio.to_thread.run_sync(self.parser.close)
         self.stores.close()
 
     def readiness(self) -> Readiness:

@@ -193,6 +193,25 @@ class JobSettings(BaseModel):
     retry_seconds: float = Field(default=5.0, gt=0, description="pause before retrying a batch that failed whole")
 
 
+class ParsingSettings(BaseModel):
+    """Limits on parsing uploaded files, which may be hostile: zip bombs, decompression bombs, deeply nested
+    HTML, binaries under a text name. With ``isolate`` (the default), HTML, PDF, Word and JSON files are parsed
+    in up to ``workers`` child processes, each under an address-space limit of ``memory_limit_mb`` and killed
+    after ``timeout_seconds`` on one file; plain text and Markdown are parsed in process (linear in their
+    size). A file over a limit fails alone, with an error naming the limit, in its job."""
+
+    isolate: bool = Field(default=True, description="parse HTML, PDF, Word and JSON files in child processes")
+    workers: int = Field(default=2, ge=1, le=32, description="parser processes at most, started when needed")
+    timeout_seconds: float = Field(default=60.0, gt=0, description="wall-clock time to parse one file")
+    memory_limit_mb: int = Field(default=1024, ge=256, description="address space of one parser process")
+    max_pages: int = Field(default=5000, ge=1, description="pages of one PDF")
+    max_text_chars: int = Field(default=20_000_000, ge=1, description="text extracted from one file")
+    max_html_depth: int = Field(default=512, ge=16, description="element nesting of one HTML page")
+    max_archive_bytes: int = Field(default=256 * 1024 * 1024, ge=1, description="a .docx's size once unzipped")
+    max_archive_ratio: float = Field(default=200.0, ge=1.0, description="uncompressed/compressed, per zip entry")
+    max_archive_entries: int = Field(default=10_000, ge=1, description="files inside one .docx")
+
+
 class StoreSettings(BaseModel):
     """Where documents, chunks, vectors and jobs live. ``sqlite``: one file in ``data_dir`` plus HNSW files,
     for one process. ``postgres``: PostgreSQL with pgvector, shared by any number of API and worker processes;
@@ -435,6 +454,7 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = RetrievalSettings()
     answer: AnswerSettings = AnswerSettings()
     jobs: JobSettings = JobSettings()
+    parsing: ParsingSettings = ParsingSettings()
     store: StoreSettings = StoreSettings()
     index: IndexVersionSettings = IndexVersionSettings()
     queue: QueueSettings = QueueSettings()

@@ -73,7 +73,7 @@ def test_all_failed_job_is_failed(client: TestClient) -> None:
     garbage = base64.b64encode(b"\x00\x01\x02binary").decode()
     job = ingest(client, [{"filename": "x.txt", "content_base64": garbage}])
     assert job["status"] == "failed"
-    assert job["errors"][0]["code"] == "parse_error"
+    assert job["errors"][0]["code"] == "binary_content"
 
 
 def test_delete_removes_document_from_search(client: TestClient) -> None:

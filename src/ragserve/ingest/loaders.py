@@ -5,6 +5,11 @@ The parser is chosen by file extension. Each format's parser lives in its own mo
 cannot be read raises ``DocumentParseError`` with a message that names the file and says what is wrong, and
 a file that reads but holds no text raises it too, so that no document is stored empty.
 
+Every parser works under ``ParsingSettings``' limits: a text file that is really binary is refused before
+decoding (``guards.py``), each format bounds what it can be made to inflate (zip directory, HTML depth, PDF
+pages), and the text extracted is bounded for all. The time and memory a parser takes are bounded by running it
+in a child process (``isolation.py``).
+
 Parsing is CPU-bound and synchronous: callers run it in a worker thread, not on the event loop.
 """
 
@@ -17,29 +22,37 @@ from typing import Any
 
 from ragserve.domain import ParsedDocument, TextBlock
 from ragserve.errors import DocumentParseError, UnsupportedMediaTypeError
+from ragserve.ingest.guards import check_text_bytes, check_text_size
 from ragserve.ingest.html import parse_html
 from ragserve.ingest.markdown import parse_markdown
 from ragserve.ingest.pdf import parse_pdf
 from ragserve.ingest.textblocks import clean_inline, decode_text, split_paragraphs
 from ragserve.ingest.word import parse_docx
+from ragserve.settings import ParsingSettings
 
 # Field names a JSON record's text may be under, in order of preference.
 JSON_TEXT_FIELDS = ("text", "content", "body")
 _PATH_SEPARATOR_RE = re.compile(r"[\\/]")
 
-_FileParser = Callable[[bytes, str], ParsedDocument]
+_FileParser = Callable[[bytes, str, ParsingSettings], ParsedDocument]
+_DEFAULT_LIMITS = ParsingSettings()
 
 
-def _load_plain(data: bytes, filename: str) -> ParsedDocument:
-    return _plain_document(decode_text(data, filename))
+def _text(data: bytes, filename: str) -> str:
+    check_text_bytes(data, filename)
+    return decode_text(data, filename)
 
 
-def _load_markdown(data: bytes, filename: str) -> ParsedDocument:
-    return parse_markdown(decode_text(data, filename))
+def _load_plain(data: bytes, filename: str, limits: ParsingSettings) -> ParsedDocument:
+    return _plain_document(_text(data, filename))
 
 
-def _load_json(data: bytes, filename: str) -> ParsedDocument:
-    value = _decode_json(decode_text(data, filename), filename)
+def _load_markdown(data: bytes, filename: str, limits: ParsingSettings) -> ParsedDocument:
+    return parse_markdown(_text(data, filename))
+
+
+def _load_json(data: bytes, filename: str, limits: ParsingSettings) -> ParsedDocument:
+    value = _decode_json(_text(data, filename), filename)
     if isinstance(value, dict):
         return ParsedDocument(blocks=tuple(_record_blocks(value)), title=_record_title(value))
     if not isinstance(value, list):
@@ -52,9 +65,9 @@ def _load_json(data: bytes, filename: str) -> ParsedDocument:
     return ParsedDocument(blocks=tuple(blocks))
 
 
-def _load_jsonl(data: bytes, filename: str) -> ParsedDocument:
+def _load_jsonl(data: bytes, filename: str, limits: ParsingSettings) -> ParsedDocument:
     blocks: list[TextBlock] = []
-    for number, line in enumerate(decode_text(data, filename).split("\n"), start=1):
+    for number, line in enumerate(_text(data, filename).split("\n"), start=1):
         if not line.strip():
             continue
         record = _decode_json(line, filename, line_number=number)
@@ -95,30 +108,34 @@ def is_supported(filename: str) -> bool:
     return file_extension(filename) in SUPPORTED_EXTENSIONS
 
 
-def load_file(data: bytes, filename: str) -> ParsedDocument:
+def load_file(data: bytes, filename: str, limits: ParsingSettings = _DEFAULT_LIMITS) -> ParsedDocument:
     """Parse an uploaded file's bytes into text blocks, choosing the parser by ``filename``'s extension.
 
     Raises UnsupportedMediaTypeError for an extension no parser handles, and DocumentParseError (its message
-    starts with ``filename``) for a damaged, encrypted or mislabelled file, or one with no text at all.
+    starts with ``filename``) for a damaged, encrypted or mislabelled file, or one with no text at all; its
+    subclasses BinaryContentError for a text file that is binary, and ParseLimitError's for a file over one
+    of ``limits``.
     """
     parser = _PARSERS.get(file_extension(filename))
     if parser is None:
         supported = ", ".join(sorted(SUPPORTED_EXTENSIONS))
         raise UnsupportedMediaTypeError(f"{filename}: unsupported file type; supported types are {supported}")
-    parsed = parser(data, filename)
+    parsed = parser(data, filename, limits)
     if not parsed.blocks:
         raise DocumentParseError(f"{filename}: no text found")
+    check_text_size(parsed, filename, limits.max_text_chars)
     return parsed
 
 
-def parse_text(text: str, *, markdown: bool = False) -> ParsedDocument:
+def parse_text(text: str, *, markdown: bool = False, limits: ParsingSettings = _DEFAULT_LIMITS) -> ParsedDocument:
     """Parse text sent inline: plain text (a blank line separates paragraphs) or, with ``markdown``, Markdown.
 
-    Raises DocumentParseError when the text is blank.
+    Raises DocumentParseError when the text is blank, TextLimitError when it is over ``limits.max_text_chars``.
     """
     parsed = parse_markdown(text) if markdown else _plain_document(text)
     if not parsed.blocks:
         raise DocumentParseError("inline text: no text found")
+    check_text_size(parsed, "inline text", limits.max_text_chars)
     return parsed
 
 

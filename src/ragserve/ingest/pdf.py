@@ -16,8 +16,10 @@ import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 
 from ragserve.domain import ParsedDocument, TextBlock
-from ragserve.errors import DocumentParseError
+from ragserve.errors import DocumentParseError, PageLimitError
+from ragserve.ingest.guards import text_limit_error
 from ragserve.ingest.textblocks import clean_inline
+from ragserve.settings import ParsingSettings
 
 # pdfium is not thread-safe, and parsing runs in a worker thread pool: one document at a time per process.
 _PDFIUM_LOCK = threading.Lock()
@@ -29,18 +31,23 @@ _SHORT_LINE_RATIO = 0.7
 _LONG_LINE_QUANTILE = 0.9
 _SENTENCE_END_RE = re.compile(r"[.!?:;)\"'\u201d\u2019]$")
 _NEW_PARAGRAPH_START_RE = re.compile(r"^(?:[A-Z0-9\u2022\u25cf\u2013\u2014*(\[\"'\u201c-])")
+# Readers accept a PDF header anywhere in the first 1024 bytes; without one the bytes never reach pdfium.
+_HEADER_WINDOW_BYTES = 1024
 # pdfium marks a hyphen it found at a line break as one of these; the word continues on the next line.
 _LINE_BREAK_HYPHENS = ("\x02", "\ufffe", "\u00ad")
 
 
-def parse_pdf(data: bytes, filename: str) -> ParsedDocument:
+def parse_pdf(data: bytes, filename: str, limits: ParsingSettings) -> ParsedDocument:
     """Parse a PDF into blocks with 1-based ``page`` numbers; the title is the document's Title metadata.
 
     Raises DocumentParseError naming ``filename`` when the bytes are not a PDF, the PDF needs a password or a
-    page cannot be read, or no page has a text layer (a scanned image).
+    page cannot be read, or no page has a text layer (a scanned image); PageLimitError when it has more than
+    ``limits.max_pages`` pages, TextLimitError as soon as its text passes ``limits.max_text_chars``.
     """
+    if b"%PDF-" not in data[:_HEADER_WINDOW_BYTES]:
+        raise DocumentParseError(f"{filename}: not a valid PDF (no %PDF header)")
     with _PDFIUM_LOCK:
-        pages_text, title = _read_pages(data, filename)
+        pages_text, title = _read_pages(data, filename, limits)
     blocks = [
         TextBlock(text=paragraph, page=page_number)
         for page_number, text in enumerate(pages_text, start=1)
@@ -53,7 +60,7 @@ def parse_pdf(data: bytes, filename: str) -> ParsedDocument:
     return ParsedDocument(blocks=tuple(blocks), title=title)
 
 
-def _read_pages(data: bytes, filename: str) -> tuple[list[str], str | None]:
+def _read_pages(data: bytes, filename: str, limits: ParsingSettings) -> tuple[list[str], str | None]:
     try:
         document = pdfium.PdfDocument(data)
     except pdfium.PdfiumError as exc:
@@ -63,13 +70,22 @@ def _read_pages(data: bytes, filename: str) -> tuple[list[str], str | None]:
             raise DocumentParseError(f"{filename}: the PDF uses an unsupported encryption scheme") from exc
         raise DocumentParseError(f"{filename}: not a valid PDF") from exc
     try:
+        if len(document) > limits.max_pages:
+            raise PageLimitError(
+                f"{filename}: the PDF has {len(document):,} pages; the limit is {limits.max_pages:,} "
+                "(parsing.max_pages)"
+            )
         pages_text: list[str] = []
+        chars = 0
         for index in range(len(document)):
             page = document[index]
             textpage = page.get_textpage()
             pages_text.append(textpage.get_text_range())
             textpage.close()
             page.close()
+            chars += len(pages_text[-1])
+            if chars > limits.max_text_chars:
+                raise text_limit_error(filename, limits.max_text_chars)
         title = clean_inline(document.get_metadata_value("Title")) or None
     except pdfium.PdfiumError as exc:
         raise DocumentParseError(f"{filename}: a page of the PDF could not be read") from exc

@@ -20,8 +20,10 @@ from ragserve.domain import DocumentInput, IndexConfig, JobError, ParsedDocument
 from ragserve.embedding.protocol import Embedder
 from ragserve.errors import IndexVersionsChangedError, NotFoundError, RagserveError
 from ragserve.ingest.chunk_plan import CachedEmbeddings, PlannedChunk, new_chunks, plan_chunks
-from ragserve.ingest.loaders import file_extension, load_file, parse_text
+from ragserve.ingest.isolation import DocumentParser, InProcessParser
+from ragserve.ingest.loaders import file_extension, parse_text
 from ragserve.observability.metrics import INGEST_CHUNKS, INGEST_DOCUMENTS, timed
+from ragserve.settings import ParsingSettings
 from ragserve.stores.protocol import (
     ChunkChanges,
     DocumentStore,
@@ -34,6 +36,7 @@ from ragserve.stores.protocol import (
 )
 
 logger = logging.getLogger(__name__)
+_DEFAULT_PARSER = InProcessParser(ParsingSettings())
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +48,12 @@ class _Prepared:
     chunks: dict[str, list[PlannedChunk]]  # index id → planned chunks
 
 
-def parse_input(item: DocumentInput) -> ParsedDocument:
-    """The parsed form of a submitted document. Raises ``DocumentParseError``/``UnsupportedMediaTypeError``."""
+def parse_input(item: DocumentInput, parser: DocumentParser | None = None) -> ParsedDocument:
+    """The parsed form of a submitted document: a file by ``parser`` (default: in this process, default
+    limits), inline text here. Raises ``DocumentParseError`` (or a subclass for a limit) or
+    ``UnsupportedMediaTypeError``."""
     if item.content is not None:
-        return load_file(item.content, item.filename or "upload.txt")
+        return (parser or _DEFAULT_PARSER).parse(item.content, item.filename or "upload.txt")
     is_markdown = file_extension(item.filename or "") in (".md", ".markdown")
     return parse_text(item.text or "", markdown=is_markdown)
 
@@ -81,8 +86,10 @@ class IngestPipeline:
         index: VectorIndex,
         embedder: Embedder,
         on_documents_changed: Callable[[Sequence[str]], None] | None = None,
+        parser: DocumentParser | None = None,
     ) -> None:
         self._jobs = jobs
+        self._parser = parser or _DEFAULT_PARSER
         self._on_changed = on_documents_changed
         self._documents = documents
         self._versions = versions
@@ -116,7 +123,7 @@ class IngestPipeline:
     def _prepare(self, item: StagedItem, configs: dict[str, dict[str, IndexConfig]]) -> _Prepared | None:
         try:
             with timed("parse"):
-                parsed = parse_input(item.input)
+                parsed = parse_input(item.input, self._parser)
             title = item.input.title or parsed.title or item.input.filename
             chunks = self._plan(parsed, title, self._live_configs(item.collection_id, configs))
         except RagserveError as exc:

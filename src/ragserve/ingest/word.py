@@ -17,23 +17,25 @@ from docx.opc.exceptions import PackageNotFoundError
 from docx.table import Table
 
 from ragserve.domain import ParsedDocument, TextBlock
-from ragserve.errors import DocumentParseError
+from ragserve.errors import ArchiveLimitError, DocumentParseError
 from ragserve.ingest.textblocks import HeadingStack, clean_inline
+from ragserve.settings import ParsingSettings
 
-# A .docx is a zip archive; refuse archives that would inflate past this (a zip bomb) before reading them.
-MAX_DOCX_UNCOMPRESSED_BYTES = 256 * 1024 * 1024
+# Small parts compress well past any sane ratio (a few repeated tags); the ratio is judged on bigger ones.
+_RATIO_MIN_BYTES = 1024 * 1024
 _HEADING_STYLE_RE = re.compile(r"^heading ?([1-9])$", re.IGNORECASE)
 # Style inheritance is short in real files; the bound only guards against a cycle in a hand-made one.
 _MAX_STYLE_DEPTH = 10
 
 
-def parse_docx(data: bytes, filename: str) -> ParsedDocument:
+def parse_docx(data: bytes, filename: str, limits: ParsingSettings) -> ParsedDocument:
     """Parse a .docx file into blocks with heading sections; the title is the first Title-style paragraph.
 
     Raises DocumentParseError naming ``filename`` when the bytes are not a Word document (another zip, an old
-    binary .doc, a damaged file) or would inflate past ``MAX_DOCX_UNCOMPRESSED_BYTES``.
+    binary .doc, a damaged file), ArchiveLimitError when its zip directory says it would inflate past
+    ``limits`` (a zip bomb), before anything is decompressed.
     """
-    _check_archive(data, filename)
+    _check_archive(data, filename, limits)
     try:
         document = docx.Document(io.BytesIO(data))
     # A missing part is a KeyError, a non-Word package a ValueError, damaged XML lxml's XMLSyntaxError,
@@ -63,7 +65,9 @@ def parse_docx(data: bytes, filename: str) -> ParsedDocument:
     return ParsedDocument(blocks=tuple(blocks), title=title)
 
 
-def _check_archive(data: bytes, filename: str) -> None:
+def _check_archive(data: bytes, filename: str, limits: ParsingSettings) -> None:
+    """Judge the archive by its directory alone. zipfile stops inflating an entry at its declared size, so a
+    directory that understates the sizes cannot inflate more than it says either."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             members = archive.infolist()
@@ -71,8 +75,24 @@ def _check_archive(data: bytes, filename: str) -> None:
         raise DocumentParseError(
             f"{filename}: not a valid Word (.docx) document; old binary .doc files must be saved as .docx"
         ) from exc
-    if sum(member.file_size for member in members) > MAX_DOCX_UNCOMPRESSED_BYTES:
-        raise DocumentParseError(f"{filename}: the document is too large once uncompressed")
+    if len(members) > limits.max_archive_entries:
+        raise ArchiveLimitError(
+            f"{filename}: the archive holds {len(members):,} files; the limit is "
+            f"{limits.max_archive_entries:,} (parsing.max_archive_entries)"
+        )
+    total = sum(member.file_size for member in members)
+    if total > limits.max_archive_bytes:
+        raise ArchiveLimitError(
+            f"{filename}: the document would inflate to {total:,} bytes once uncompressed; the limit is "
+            f"{limits.max_archive_bytes:,} (parsing.max_archive_bytes)"
+        )
+    for member in members:
+        ratio = member.file_size / max(member.compress_size, 1)
+        if member.file_size >= _RATIO_MIN_BYTES and ratio > limits.max_archive_ratio:
+            raise ArchiveLimitError(
+                f"{filename}: the part {member.filename} is compressed {ratio:,.0f} to 1, like a zip bomb; the "
+                f"limit is {limits.max_archive_ratio:g} (parsing.max_archive_ratio)"
+            )
     if not any(member.filename == "[Content_Types].xml" for member in members):
         raise DocumentParseError(f"{filename}: not a valid Word (.docx) document, just a zip archive")
 

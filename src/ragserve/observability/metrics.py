@@ -112,6 +112,17 @@ INGEST_LAG = Histogram(
     buckets=_QUEUE_BUCKETS,
 )
 
+PARSE_REJECTIONS = Counter(
+    "ragserve_ingest_parse_rejections_total",
+    "Files refused by a parsing guard or limit (binary content, zip bomb, depth, pages, text, time, memory, "
+    "crashed parser), by reason: the job error's code.",
+    ["reason"],
+)
+PARSER_RESTARTS = Counter(
+    "ragserve_ingest_parser_restarts_total",
+    "Parser child processes killed and replaced after a file, by cause: the job error's code.",
+    ["cause"],
+)
 
 # --- LLM gateway -------------------------------------------------------------------------------------------
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
