@@ -321,7 +321,7 @@ def _check_datasets(datasets: list[Path], split: str, collection: str | None) ->
 
 @app.command("eval")
 def evaluate(
-    datasets: Annotated[list[Path], typer.Argument(help="BEIR-layout dataset directories", metavar="DATASET...")],
+    datasets: Annotated[list[Path], typer.Argument(help="BEIR-layout dataset directories")],
     split: Annotated[str, typer.Option()] = "test",
     mode: Annotated[list[str] | None, typer.Option(help="repeat for several; default: all three")] = None,
     collection: Annotated[str | None, typer.Option(help="default: the dataset directory's name")] = None,
@@ -394,7 +394,7 @@ def evaluate_answers(
     dataset: Annotated[Path, typer.Argument(help="a question-answering dataset: corpus.jsonl and qa.jsonl")],
     sample: Annotated[
         int | None,
-        typer.Option(min=1, help="questions [default: 500; 300 of each kind when some are unanswerable]"),
+        typer.Option(min=1, help="questions to ask; default 500, or 300 of each kind when some are unanswerable"),
     ] = None,
     seed: Annotated[int, typer.Option(help="seeds the sample")] = 0,
     collection: Annotated[str | None, typer.Option(help="default: the dataset directory's name")] = None,
