@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ragserve import cli_audit, cli_index, cli_keys, cli_worker
+from ragserve.answer_evaluation import QAItem, QASet, answer_report, read_qa, run_questions, sample_questions
 from ragserve.domain import DocumentInput, Job, SearchFilters, SearchMode
 from ragserve.errors import RagserveError
 from ragserve.evaluation import mrr_at, ndcg_at, percentile, read_corpus, read_queries, recall_at
@@ -299,21 +300,56 @@ async def _evaluate(
     return report
 
 
+async def _evaluate_all(
+    service: RagService, datasets: list[Path], split: str, modes: list[str], collections: list[str]
+) -> list[dict[str, Any]]:
+    return [await _evaluate(service, d, split, modes, c) for d, c in zip(datasets, collections, strict=True)]
+
+
+def _check_datasets(datasets: list[Path], split: str, collection: str | None) -> list[str]:
+    """Each dataset's collection; refuses missing files and two datasets sharing one collection."""
+    if collection is not None and len(datasets) > 1:
+        raise typer.BadParameter("--collection takes a single dataset; several each go to their own")
+    for dataset in datasets:
+        for needed in (dataset / "corpus.jsonl", dataset / "queries.jsonl", dataset / "qrels" / f"{split}.tsv"):
+            if not needed.is_file():
+                raise typer.BadParameter(f"{needed} not found")
+    names = [collection or d.resolve().name for d in datasets]
+    if len(set(names)) < len(names):
+        raise typer.BadParameter("two datasets have the same folder name, so they would share a collection")
+    return names
+
+
 @app.command("eval")
 def evaluate(
-    dataset: Annotated[Path, typer.Argument(help="a BEIR-layout dataset directory")],
+    datasets: Annotated[list[Path], typer.Argument(help="BEIR-layout dataset directories")],
     split: Annotated[str, typer.Option()] = "test",
     mode: Annotated[list[str] | None, typer.Option(help="repeat for several; default: all three")] = None,
     collection: Annotated[str | None, typer.Option(help="default: the dataset directory's name")] = None,
     json_file: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
+    plot: Annotated[Path | None, typer.Option(help="draw nDCG@10 and latency per mode and dataset as a PNG")] = None,
 ) -> None:
-    """Evaluate retrieval on a BEIR dataset: nDCG@10, Recall@100, MRR@10 and per-query latency."""
+    """Evaluate retrieval on BEIR datasets: nDCG@10, Recall@100, MRR@10 and per-query latency.
+
+    Each dataset is ingested (once) into its own collection, named after its directory."""
     modes = mode or ["keyword", "dense", "hybrid"]
     for m in modes:
         if m not in ("hybrid", "dense", "keyword"):
             raise typer.BadParameter(f"unknown mode {m!r}")
-    name = collection or dataset.resolve().name
-    report = _run(Settings(), lambda s: _evaluate(s, dataset, split, modes, name))
+    names = _check_datasets(datasets, split, collection)
+    reports = _run(Settings(), lambda s: _evaluate_all(s, datasets, split, modes, names))
+    for report in reports:
+        console.print(_retrieval_table(report, split))
+    if json_file is not None:
+        combined = reports[0] if len(reports) == 1 else {"split": split, "modes": modes, "datasets": reports}
+        json_file.write_text(json.dumps(combined, indent=2))
+    if plot is not None:
+        from ragserve.evaluation_plot import plot_retrieval
+
+        plot_retrieval(reports, plot)
+
+
+def _retrieval_table(report: dict[str, Any], split: str) -> Table:
     table = Table(
         "mode",
         "nDCG@10",
@@ -332,9 +368,68 @@ def evaluate(
             f"{r['latency_ms_p50']:.1f}",
             f"{r['latency_ms_p95']:.1f}",
         )
-    console.print(table)
+    return table
+
+
+async def _evaluate_answers(
+    service: RagService, dataset: Path, qa: QASet, items: list[QAItem], collection: str, seed: int
+) -> dict[str, Any]:
+    await _ensure_corpus(service, dataset, collection)
+    documents = len(await anyio.to_thread.run_sync(service.store.external_ids, collection))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(f"asking {qa.name}", total=len(items))
+        records = await run_questions(
+            items,
+            lambda question: service.answer(question, None, collection, None),
+            qa.has_spans,
+            time.perf_counter,
+            lambda done: progress.update(task, completed=done),
+        )
+    run = {"collection": collection, "sample": len(items), "seed": seed, "k": service.settings.answer.k}
+    return answer_report(qa, records, run, documents)
+
+
+@app.command("eval-answers")
+def evaluate_answers(
+    dataset: Annotated[Path, typer.Argument(help="a question-answering dataset: corpus.jsonl and qa.jsonl")],
+    sample: Annotated[
+        int | None,
+        typer.Option(min=1, help="questions to ask; default 500, or 300 of each kind when some are unanswerable"),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seeds the sample")] = 0,
+    collection: Annotated[str | None, typer.Option(help="default: the dataset directory's name")] = None,
+    json_file: Annotated[Path | None, typer.Option("--json", help="write the report here")] = None,
+) -> None:
+    """Evaluate cited answers on a QA set (SQuAD, CLAP NQ): gold answer found, gold passage cited, abstentions.
+
+    Ingests the whole corpus once, then asks a seeded sample of questions through the answer path with the
+    configured generator."""
+    try:
+        qa = read_qa(dataset)
+    except RagserveError as exc:
+        raise typer.BadParameter(exc.message) from None
+    items = sample_questions(qa, sample, seed)
+    name = collection or dataset.resolve().name
+    report = _run(Settings(), lambda s: _evaluate_answers(s, dataset, qa, items, name, seed))
+    console.print(_answers_table(report))
     if json_file is not None:
         json_file.write_text(json.dumps(report, indent=2))
+
+
+def _answers_table(report: dict[str, Any]) -> Table:
+    table = Table("measure", "value", "target", title=f"{report['dataset']} ({report['sample']} questions)")
+    for kind in ("answerable", "unanswerable"):
+        for key, value in report.get(kind, {}).items():
+            if value is not None and key != "questions":
+                table.add_row(f"{kind}: {key.replace('_', ' ')}", f"{value:.1%}")
+    for key in ("median_answer_words", "latency_ms_p50", "latency_ms_p95"):
+        table.add_row(key.replace("_", " "), str(report[key]))
+    for target in report["targets"]:
+        sign = "<=" if target["is_maximum"] else ">="
+        verdict = "[green]met[/green]" if target["met"] else "[red]not met[/red]"
+        table.add_row(target["name"], str(target["value"]), f"{sign} {target['bound']}: {verdict}")
+    return table
 
 
 if __name__ == "__main__":

@@ -141,3 +141,76 @@ def test_keys_commands(env: Path) -> None:
     bad = runner.invoke(app, ["keys", "create", "--tenant", "acme", "--scopes", "root"])
     assert bad.exit_code == 1
     assert "scopes must be" in bad.output
+
+
+def test_eval_of_several_datasets_writes_one_report_and_a_plot(env: Path) -> None:
+    """Two datasets, each in its own collection, every mode: one JSON report and a PNG of the results."""
+    from matplotlib.image import imread
+
+    report_file, plot_file = env / "report.json", env / "eval.png"
+    squad, clap = FIXTURES / "squad_mini", FIXTURES / "clapnq_mini"
+    result = CliRunner().invoke(
+        app, ["eval", str(squad), str(clap), "--json", str(report_file), "--plot", str(plot_file)]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(report_file.read_text())
+    assert report["modes"] == ["keyword", "dense", "hybrid"]
+    by_name = {r["dataset"]: r for r in report["datasets"]}
+    assert set(by_name) == {"squad_mini", "clapnq_mini"}
+    assert by_name["squad_mini"]["queries"] == 16
+    assert by_name["clapnq_mini"]["queries"] == 4  # the answerable ones: only they have qrels
+    for dataset in by_name.values():
+        assert set(dataset["modes"]) == {"keyword", "dense", "hybrid"}
+        for scores in dataset["modes"].values():
+            assert scores["ndcg@10"] > 0.6
+            assert scores["latency_ms_p95"] >= scores["latency_ms_p50"] > 0
+    assert plot_file.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_file.stat().st_size > 20_000
+    height, width, _ = imread(plot_file).shape
+    assert width > 800
+    assert height > 400
+
+    # Each dataset has its own collection, so BM25 statistics never mix.
+    listed = CliRunner().invoke(app, ["search", "Super Bowl", "--collection", "squad_mini", "--json"])
+    assert {r["external_id"][:1] for r in json.loads(listed.output)["results"]} == {"a"}
+    refused = CliRunner().invoke(app, ["eval", str(squad), str(clap), "--collection", "one"])
+    assert refused.exit_code == 2
+    assert "single dataset" in refused.output
+
+
+def test_eval_answers_on_squad_and_clapnq_fixtures(env: Path) -> None:
+    runner = CliRunner()
+    squad_file = env / "squad.json"
+    result = runner.invoke(app, ["eval-answers", str(FIXTURES / "squad_mini"), "--json", str(squad_file)])
+    assert result.exit_code == 0, result.output
+    squad = json.loads(squad_file.read_text())
+    assert squad["sample"] == squad["questions"] == squad["answerable"]["questions"] == 16
+    assert squad["corpus_documents"] == 8
+    assert "unanswerable" not in squad
+    records = {r["id"]: r for r in squad["records"]}
+    assert len(records) == 16
+    # Quoting the sentence that holds the answer is all this takes; the gold span is in it.
+    won = records["56be4db0acb8001400a502ec"]  # Which NFL team represented the AFC at Super Bowl 50?
+    assert not won["abstained"]
+    assert "Denver Broncos" in won["answer"]
+    assert (won["gold_in_answer"], won["gold_in_quotes"], won["cites_gold_passage"]) == (True, True, True)
+    found = sum(r["gold_in_answer"] for r in records.values())
+    assert squad["answerable"]["gold_in_answer"] == round(found / 16, 4)
+    assert {t["name"] for t in squad["targets"]} == {"answerable.gold_in_answer", "median_answer_words"}
+    assert "median answer words" in result.output
+
+    clap_file = env / "clap.json"
+    result = runner.invoke(
+        app, ["eval-answers", str(FIXTURES / "clapnq_mini"), "--sample", "3", "--json", str(clap_file)]
+    )
+    assert result.exit_code == 0, result.output
+    clap = json.loads(clap_file.read_text())
+    assert clap["answerable"]["questions"] == clap["unanswerable"]["questions"] == 3
+    assert clap["answerable"]["gold_in_answer"] is None  # long-form gold answers: not matched as text
+    unanswerable = [r for r in clap["records"] if not r["is_answerable"]]
+    assert clap["unanswerable"]["abstained"] == round(sum(r["abstained"] for r in unanswerable) / 3, 4)
+    assert all(r["cites_gold_passage"] is None for r in unanswerable)  # no gold passage to cite
+    assert {t["name"] for t in clap["targets"]} == {
+        "unanswerable.abstained",
+        "answerable.answered_citing_gold_passage",
+    }
