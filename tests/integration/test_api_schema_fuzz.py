@@ -1,0 +1,228 @@
+"""Schemathesis over the OpenAPI document, authenticated, against a real server: no request, valid or not, gets
+a 5xx; every response conforms to what its operation declares (status, content type, body schema); every error
+body is exactly ``{"error": {"code", "message", "request_id"}}`` with the request's id.
+
+The server is ``ragserve serve`` in a child process, with authentication on and rate limits off, holding a small
+corpus; its keys are made straight in its database, as ``ragserve keys create`` does. Generated ids would almost
+never name a stored document, job or collection, so path parameters are sometimes replaced by ones that exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import hypothesis
+import pytest
+import schemathesis
+from hypothesis import HealthCheck
+from hypothesis import strategies as st
+from schemathesis import Case, CheckContext, HookContext, Response
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.mutations import OperatorKind
+from schemathesis.generation.meta import CoveragePhaseData, CoverageScenario
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from ragserve.api.app import create_app
+from ragserve.security.auth import create_key, load_pepper
+from ragserve.settings import Settings
+from ragserve.stores.factory import open_key_store
+from tests.integration.helpers import ingest
+from tests.integration.server import free_port, start_server
+
+# Generated cases per operation in the fuzzing phase (the coverage phase adds its own boundary cases): ~30
+# operations x this bounds the run to a couple of minutes on a loaded 2-core machine.
+MAX_EXAMPLES = 25
+SEED = 20260601
+TENANT = "acme"
+PEPPER = "pepper-for-fuzzing"
+CORPUS = [
+    {"text": "Employees get 25 days of paid leave per year.", "title": "Leave", "external_id": "leave.md"},
+    {"text": "Expenses are reimbursed within 30 days.", "title": "Expenses", "acl": {"groups": ["finance"]}},
+    {"text": "The office opens at 8 and closes at 18.", "title": "Office", "external_id": "office.md"},
+]
+
+# The API's OpenAPI document; building the app starts nothing (that is its lifespan).
+OPENAPI = create_app(Settings()).openapi()
+# Examples from the document, then boundary values (coverage), then generated cases, valid and invalid alike.
+# The tests send the credentials themselves, so the Authorization header is not generated (nor left out).
+GENERATION = {"database": "none", "with-security-parameters": False}
+schema = schemathesis.openapi.from_dict(
+    OPENAPI,
+    config=schemathesis.Config.from_dict(
+        {"seed": SEED, "generation": {**GENERATION, "mode": "all", "max-examples": MAX_EXAMPLES}}
+    ),
+)
+# A few valid cases per operation, sent by callers that lack a scope or credentials.
+few_valid = schemathesis.openapi.from_dict(
+    OPENAPI,
+    config=schemathesis.Config.from_dict(
+        {
+            "seed": SEED,
+            "generation": {**GENERATION, "mode": "positive", "max-examples": 3},
+            "phases": {"examples": {"enabled": False}, "coverage": {"enabled": False}},
+        }
+    ),
+)
+
+
+@dataclass
+class Known:
+    """Ids that exist on the server, filled in by the ``api`` fixture, drawn from at generation time."""
+
+    values: dict[str, list[Any]] = field(default_factory=dict)
+
+
+KNOWN = Known()
+
+
+def flatmap_case(context: HookContext, case: Case) -> st.SearchStrategy[Case]:
+    """Half of the cases with path parameters name something that exists: a document, job, collection, key or
+    index version (schemathesis then re-checks whether the case is still a negative one)."""
+    if not case.path_parameters:
+        return st.just(case)
+    # DELETE gets ids of its own, so that deleting them leaves the corpus to the other operations.
+    prefix = "delete:" if case.method.upper() == "DELETE" else ""
+
+    def existing(index: int) -> Case:
+        if index >= 0:
+            replaced = dict(case.path_parameters or {})
+            for name in replaced:
+                choices = KNOWN.values.get(prefix + name) or KNOWN.values.get(name)
+                if choices:
+                    replaced[name] = choices[index % len(choices)]
+            case.path_parameters = replaced
+        return case
+
+    return st.integers(-8, 7).map(existing)
+
+
+schema.hook(flatmap_case)
+few_valid.hook(flatmap_case)
+
+
+@schemathesis.check
+def error_shape(ctx: CheckContext, response: Response, case: Case) -> bool | None:
+    """Every 4xx and 5xx body is exactly the one error shape, carrying the request's id."""
+    if response.status_code < 400:
+        return None
+    body = response.json()
+    error = body.get("error") if isinstance(body, dict) else None
+    assert isinstance(error, dict), f"not the error shape: {body!r}"
+    assert set(body) == {"error"}, f"not the error shape: {body!r}"
+    assert set(error) == {"code", "message", "request_id"}, f"not the error fields: {error!r}"
+    assert isinstance(error["code"], str), error
+    assert isinstance(error["message"], str), error
+    assert error["code"], "empty error code"
+    assert error["message"], "empty error message"
+    assert error["request_id"] == response.headers["x-request-id"][0], "request_id is not the request's id"
+    return True
+
+
+def _only_changes_types(case: Case) -> bool:
+    """Whether this negative case only gives some value another JSON type (``"5"`` or ``5.0`` for ``5``,
+    ``0`` for ``false``, ``0.5`` for a timestamp)."""
+    assert case.meta is not None
+    data = case.meta.phase.data
+    if isinstance(data, CoveragePhaseData) and data.scenario == CoverageScenario.INCORRECT_TYPE:
+        return True
+    mutations = getattr(data, "mutations", ())
+    return bool(mutations) and all(m.operator == OperatorKind.CHANGE_TYPE for m in mutations)
+
+
+@schemathesis.check
+def invalid_data_rejected(ctx: CheckContext, response: Response, case: Case) -> bool | None:
+    """Requests that break the schema get a 4xx, except values of another type that pydantic's lax mode
+    converts on purpose (the API accepts ``{"k": "5"}`` as ``{"k": 5}``); what converts is then valid."""
+    if case.meta is not None and _only_changes_types(case):
+        return None
+    return negative_data_rejection(ctx, response, case)
+
+
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    invalid_data_rejected,
+    error_shape,
+]
+UNAUTHENTICATED = {"/health", "/ready"}
+
+
+@dataclass
+class Api:
+    base_url: str
+    admin: dict[str, str]
+    reader: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Api]:
+    # A child process, not a thread of this one: the server's background work (jobs, index builds, canary
+    # routing) uses the ``random`` module, which Hypothesis watches while it generates cases.
+    data_dir, log = tmp_path_factory.mktemp("fuzz") / "data", tmp_path_factory.mktemp("fuzz-log") / "server.log"
+    env = {
+        "RAGSERVE_AUTH__ENABLED": "true",
+        "RAGSERVE_AUTH__KEY_PEPPER": PEPPER,
+        "RAGSERVE_RATE_LIMIT__ENABLED": "false",
+        "RAGSERVE_JOBS__POLL_INTERVAL_SECONDS": "0.05",
+    }
+    port = free_port()
+    process = start_server(data_dir, port, model_cache, log, env)
+    try:
+        settings = Settings(data_dir=data_dir, auth={"key_pepper": PEPPER})  # type: ignore[arg-type]
+        keys, close = open_key_store(settings)
+        try:
+            pepper = load_pepper(settings)
+            admin_secret, _ = create_key(keys, pepper, "fuzz-admin", TENANT, ["query", "ingest", "admin"], None)
+            reader_secret, _ = create_key(keys, pepper, "fuzz-reader", TENANT, ["query"], None, "rita", ["eng"])
+            _, victim = create_key(keys, pepper, "fuzz-victim", TENANT, ["query"], None)
+        finally:
+            close()
+        base_url = f"http://127.0.0.1:{port}"
+        admin = {"authorization": f"Bearer {admin_secret}"}
+        with httpx.Client(base_url=base_url, timeout=60) as client:
+            kept = ingest(client, CORPUS, collection="handbook", headers=admin)  # type: ignore[arg-type]
+            doomed = ingest(client, CORPUS[:1], headers=admin)  # type: ignore[arg-type]
+        KNOWN.values = {
+            "document_id": kept["document_ids"],
+            "delete:document_id": doomed["document_ids"],
+            "job_id": [kept["id"], doomed["id"]],
+            "name": ["handbook", settings.default_collection],
+            "external_id": ["leave.md", "office.md"],
+            "delete:key_id": [victim.id],
+            "version": [1, 2],
+        }
+        yield Api(base_url, admin, {"authorization": f"Bearer {reader_secret}"})
+    finally:
+        KNOWN.values = {}
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@schema.parametrize()
+@hypothesis.settings(deadline=None, suppress_health_check=list(HealthCheck), print_blob=True)
+def test_every_operation_with_an_admin_key(case: Case, api: Api) -> None:
+    case.call_and_validate(base_url=api.base_url, headers=api.admin, checks=CHECKS)
+
+
+@few_valid.parametrize()
+@hypothesis.settings(deadline=None, suppress_health_check=list(HealthCheck))
+def test_every_operation_without_credentials_or_scope(case: Case, api: Api) -> None:
+    anonymous = case.call(base_url=api.base_url)
+    case.validate_response(anonymous, checks=CHECKS)
+    if case.path not in UNAUTHENTICATED:
+        assert anonymous.status_code == 401, anonymous.text
+    reader = case.call(base_url=api.base_url, headers=api.reader)
+    case.validate_response(reader, checks=CHECKS, headers=api.reader)
