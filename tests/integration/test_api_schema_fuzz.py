@@ -40,8 +40,9 @@ from ragserve.stores.factory import open_key_store
 from tests.integration.helpers import ingest
 from tests.integration.server import free_port, start_server
 
-# Generated cases per operation in the fuzzing phase (the coverage phase adds its own boundary cases): ~30
-# operations x this bounds the run to a couple of minutes on a loaded 2-core machine.
+pytestmark = pytest.mark.slow
+# Generated cases per operation in the fuzzing phase; the examples and coverage phases add their own. With 31
+# operations that is about 2,500 requests, a minute or two on a loaded 2-core machine. The seed fixes them all.
 MAX_EXAMPLES = 40
 SEED = 20260601
 TENANT = "acme"
