@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from ragserve.api.app import create_app
 from ragserve.embedding.onnx import OnnxEmbedder
 from ragserve.settings import Settings
+from tests.integration.helpers import ingest
 
 
 def assert_error(response: object, status: int, code: str | None = None) -> None:
@@ -138,3 +139,35 @@ def test_ready_is_503_until_the_service_has_started(settings: Settings) -> None:
     }
     assert client.get("/health").status_code == 200
     assert_error(client.post("/v1/search", json={"query": "x"}), 503, "service_unavailable")
+
+
+def test_an_unexpected_error_is_500_with_the_request_id_header(
+    settings: Settings, embedder: OnnxEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with TestClient(create_app(settings, embedder), raise_server_exceptions=False) as client:
+        service = client.app.state.service  # type: ignore[attr-defined]
+
+        async def broken(*args: object) -> None:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(service, "list_collections", broken)
+        response = client.get("/v1/collections", headers={"X-Request-ID": "req-500"})
+        generated = client.get("/v1/collections")
+    assert_error(response, 500, "internal_error")
+    assert response.json()["error"]["request_id"] == "req-500"
+    assert response.headers["x-request-id"] == "req-500"
+    assert_error(generated, 500, "internal_error")
+    assert generated.headers["x-request-id"] == generated.json()["error"]["request_id"]
+
+
+def test_a_document_offset_beyond_64_bits_is_422(client: TestClient) -> None:
+    assert_error(client.get("/v1/documents", params={"offset": 2**63}), 422, "validation_error")
+    assert client.get("/v1/documents", params={"offset": 2**63 - 1}).json()["documents"] == []
+
+
+def test_a_golden_set_grade_too_large_for_ndcg_is_422(client: TestClient) -> None:
+    ingest(client, [{"text": "Paid leave is 25 days a year.", "external_id": "leave"}], "small")
+    golden = {"queries": {"q": "paid leave"}, "qrels": {"q": {"leave": 1024}}}
+    assert_error(client.put("/v1/collections/small/golden", json=golden), 422, "validation_error")
+    golden["qrels"] = {"q": {"leave": 100}}
+    assert client.put("/v1/collections/small/golden", json=golden).status_code == 204

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from ragserve import __version__
+from ragserve.api.deps import GUARD_ERRORS
 from ragserve.api.errors import install_error_handlers
 from ragserve.api.http_security import install_http_security
 from ragserve.api.middleware import InFlightRequests, RequestContextMiddleware
@@ -91,8 +92,9 @@ def create_app(
     )
     install_http_security(app, settings.cors, settings.headers)
     install_error_handlers(app)
-    routers = (documents, jobs, dead_letters, search, answers, collections, sync, index_versions, keys, audit, health)
-    for module in (*routers, ui):
+    routers = (documents, jobs, dead_letters, search, answers, collections, sync, index_versions, keys, audit)
+    for module in (*routers, openai_compatible):
+        app.include_router(module.router, responses=GUARD_ERRORS)
+    for module in (health, ui):
         app.include_router(module.router)
-    app.include_router(openai_compatible.router)
     return app

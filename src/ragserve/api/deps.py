@@ -4,13 +4,15 @@ count of requests in flight, and the caller (authenticated, then rate-limited)."
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ragserve.api.audit import RequestAudit, record_denied
 from ragserve.api.middleware import InFlightRequests
 from ragserve.api.ratelimit import limit_caller, limit_client
+from ragserve.api.schemas import ErrorResponse
 from ragserve.domain import Principal, Scope
 from ragserve.errors import AuthenticationError, PermissionDeniedError, ServiceUnavailableError
 from ragserve.security.audit import Auditor
@@ -36,7 +38,19 @@ def get_in_flight(request: Request) -> InFlightRequests:
 InFlightDep = Annotated[InFlightRequests, Depends(get_in_flight)]
 
 
-def get_principal(request: Request, _client_limit: Annotated[None, Depends(limit_client)]) -> Principal:
+# Declares the bearer scheme in the OpenAPI document; the Authenticator reads and checks the header itself.
+_BEARER = HTTPBearer(auto_error=False, description="an API key (rsk_...) or, when configured, a JWT")
+
+# What a route behind ``require`` may answer before it runs: bad or missing credentials, a missing scope, a body
+# over the size limit (the middleware), a rate limit or quota. Declared once, for every such route.
+GUARD_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (401, 403, 413, 429)}
+
+
+def get_principal(
+    request: Request,
+    _client_limit: Annotated[None, Depends(limit_client)],
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+) -> Principal:
     """The caller, from the ``Authorization`` header (anonymous when authentication is off), once its IP is
     within its rate limit. Raises ``AuthenticationError``, ``RateLimitedError``."""
     authenticator: Authenticator | None = getattr(request.app.state, "authenticator", None)

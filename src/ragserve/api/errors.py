@@ -82,4 +82,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        return error_response(request, 500, "internal_error", "an unexpected error occurred; see the server log")
+        response = error_response(request, 500, "internal_error", "an unexpected error occurred; see the server log")
+        # Starlette answers this one outside the middleware that adds the header to every other response.
+        response.headers["X-Request-ID"] = request_id_of(request)
+        return response

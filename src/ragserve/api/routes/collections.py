@@ -28,6 +28,7 @@ class CollectionSettingsPublic(BaseModel):
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (404, 422)}
+_PUT_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 404, 422)}
 
 
 @router.get(
@@ -45,7 +46,7 @@ async def get_settings(name: str, service: ServiceDep, principal: QueryPrincipal
 @router.put(
     "/{name}/settings",
     response_model=CollectionSettingsPublic,
-    responses=_ERRORS,
+    responses=_PUT_ERRORS,
     dependencies=[Depends(require("admin"))],
 )
 async def put_settings(

@@ -14,7 +14,7 @@ from ragserve.api.schemas import ErrorResponse, JobErrorPublic
 from ragserve.domain import DeadLetter
 
 router = APIRouter(prefix="/v1/dead-letters", tags=["jobs"], dependencies=[Depends(require("admin"))])
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 422)}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 404, 422)}
 
 
 class DeadLetterPublic(BaseModel):

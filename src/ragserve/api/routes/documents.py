@@ -32,6 +32,7 @@ from ragserve.errors import (
 )
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
+MAX_OFFSET = 2**63 - 1  # SQLite and PostgreSQL integers are 64-bit: a larger offset cannot reach the query
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 404, 409, 413, 415, 422, 429)
@@ -206,7 +207,7 @@ async def list_documents(
     principal: QueryPrincipal,
     collection: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> DocumentList:
     """The documents of the caller's tenant that it may read, newest first."""
     documents, total = await service.list_documents(collection, limit, offset, principal)

@@ -4,7 +4,7 @@ gate, roll back, delete. ``ragserve index ...`` calls these."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, Field
@@ -17,6 +17,7 @@ from ragserve.index_lifecycle import GateResult, GoldenSet
 router = APIRouter(prefix="/v1/collections/{name}", tags=["index versions"], dependencies=[Depends(require("admin"))])
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 404, 409, 422)}
 MAX_GOLDEN_QUERIES = 10_000
+MAX_GRADE = 100  # nDCG's gain 2^grade - 1 must fit a float: a grade of 1024 made the promotion gate a 500
 
 
 class IndexVersionPublic(BaseModel):
@@ -112,7 +113,9 @@ class GoldenSetBody(BaseModel):
     """Queries by id and graded judgements: query id → document external id → grade (> 0 is relevant)."""
 
     queries: dict[str, str] = Field(min_length=1, max_length=MAX_GOLDEN_QUERIES)
-    qrels: dict[str, dict[str, int]] = Field(min_length=1, max_length=MAX_GOLDEN_QUERIES)
+    qrels: dict[str, dict[str, Annotated[int, Field(ge=-MAX_GRADE, le=MAX_GRADE)]]] = Field(
+        min_length=1, max_length=MAX_GOLDEN_QUERIES
+    )
 
 
 async def _status(service: ServiceDep, name: str, tenant: str) -> IndexStatus:

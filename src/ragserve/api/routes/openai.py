@@ -114,7 +114,7 @@ async def list_models(service: ServiceDep, principal: QueryPrincipal) -> ModelLi
 @router.post(
     "/embeddings",
     response_model=EmbeddingResponse,
-    responses={code: {"model": ErrorResponse} for code in (413, 422)},
+    responses={code: {"model": ErrorResponse} for code in (400, 413, 422)},
 )
 async def embeddings(body: EmbeddingRequest, service: ServiceDep) -> EmbeddingResponse:
     """Vectors from the packaged embedding model, equal to the ones the index holds for the same text."""
