@@ -28,6 +28,9 @@ def test_overrides_change_the_next_search(client: TestClient) -> None:
         "hybrid_alpha": None,
         "rrf_k": None,
         "candidates": None,
+        "feedback_chunks": None,
+        "feedback_terms": None,
+        "feedback_weight": None,
     }
     assert initial["effective"]["default_mode"] == "hybrid"
 
@@ -45,6 +48,30 @@ def test_overrides_change_the_next_search(client: TestClient) -> None:
     # Other collections keep the service-wide settings.
     ingest(client, DOCS, collection="other")
     assert client.get("/v1/collections/other/settings").json()["effective"]["hybrid_alpha"] == 0.5
+
+
+ORCHARD = [
+    {"text": "Apple orchards grow cider fruit in autumn."},
+    {"text": "Cider presses crush orchard fruit every autumn."},
+    {"text": "Rockets burn kerosene or liquid hydrogen with liquid oxygen to make thrust."},
+]
+
+
+def test_keyword_feedback_finds_documents_without_the_query_words(client: TestClient) -> None:
+    ids = ingest(client, ORCHARD, collection="orchard")["document_ids"]
+
+    def found() -> list[str]:
+        body = {"collection": "orchard", "query": "apple", "mode": "keyword"}
+        response = client.post("/v1/search", json=body)
+        assert response.status_code == 200, response.text
+        return [r["document_id"] for r in response.json()["results"]]
+
+    # On by default: the best chunk's other words (cider, orchard, fruit, autumn) find the press document,
+    # ranked below the one that has the query word; the rocket document shares none of them.
+    assert found() == ids[:2]
+    assert client.put("/v1/collections/orchard/settings", json={"feedback_chunks": 0}).status_code == 200
+    assert found() == ids[:1]
+    assert client.put("/v1/collections/orchard/settings", json={"feedback_weight": 2}).status_code == 422
 
 
 def test_invalid_and_unknown(client: TestClient) -> None:

@@ -20,6 +20,7 @@ from ragserve.observability.metrics import (
     RETRIEVAL_TOP_SIMILARITY,
     timed,
 )
+from ragserve.retrieval.feedback import add_feedback, expansion_terms
 from ragserve.retrieval.fusion import Scored, rrf_fusion, zscore_fusion
 from ragserve.retrieval.state import CollectionState
 from ragserve.settings import RetrievalOverrides, RetrievalSettings
@@ -135,12 +136,12 @@ class Retriever:
         candidates = max(settings.candidates, n)
         filters = self._without_needless_acl(collection_id, filters)
         if mode == "keyword":
-            return Ranking(self._keyword(index_id, text, candidates, filters)[:n])
+            return Ranking(self._keyword(index_id, text, candidates, filters, settings)[:n])
         if mode == "dense":
             return Ranking(self._dense(index_id, text, candidates, filters)[:n])
         # Each half runs in a copy of this context, so that its spans are children of this query's span.
         keyword_future = self._pool.submit(
-            contextvars.copy_context().run, self._keyword, index_id, text, candidates, filters
+            contextvars.copy_context().run, self._keyword, index_id, text, candidates, filters, settings
         )
         dense_future = self._pool.submit(
             contextvars.copy_context().run, self._dense, index_id, text, candidates, filters
@@ -177,9 +178,20 @@ class Retriever:
         RETRIEVAL_DEGRADED.labels(failed=half).inc()
         return None
 
-    def _keyword(self, index_id: str, text: str, k: int, filters: SearchFilters) -> Scored:
+    def _keyword(self, index_id: str, text: str, k: int, filters: SearchFilters, settings: RetrievalSettings) -> Scored:
+        terms = analyze(text)
         with timed("keyword"):
-            return self._store.keyword_search(index_id, analyze(text), k, filters)
+            first = self._store.keyword_search(index_id, terms, k, filters)
+        if settings.feedback_chunks == 0 or settings.feedback_weight == 0 or not first:
+            return first
+        with timed("feedback"):
+            top = self._store.hits(first[: settings.feedback_chunks], filters.access)
+            feedback = [(analyze(f"{hit.title or ''}\n{hit.section or ''}\n{hit.text}"), hit.score) for hit in top]
+            extra = expansion_terms(feedback, set(terms), settings.feedback_terms)
+            if not extra:
+                return first
+            second = self._store.keyword_search(index_id, extra, k, filters)
+            return add_feedback(first, second, settings.feedback_weight, k)
 
     def _dense(self, index_id: str, text: str, k: int, filters: SearchFilters) -> Scored:
         with timed("embed"):
