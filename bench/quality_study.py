@@ -164,13 +164,10 @@ class Query:
 
 
 class Study:
-    def __init__(self, dataset: Path, keyword_only: bool, candidates: int) -> None:
+    def __init__(self, dataset: Path, keyword_only: bool, candidates: int, embedded_only: bool) -> None:
         self.candidates = candidates
         settings = Settings()
         corpus = list(read_corpus(dataset))
-        self.doc_ids = [d.id for d in corpus]
-        self.doc_pos = {d: i for i, d in enumerate(self.doc_ids)}
-        self.docs = Bm25Index([analyze(d.title) for d in corpus], [analyze(d.text) for d in corpus])
         db = SqliteDatabase(settings.database_path)
         conn = db.connection()
         name = dataset.resolve().name
@@ -180,11 +177,18 @@ class Study:
             "JOIN documents d ON d.id = c.document_id WHERE c.collection_id = ? ORDER BY c.id",
             (cid,),
         ).fetchall()
+        db.close()
+        if embedded_only:
+            # A corpus still being embedded: study the sub-corpus of the documents already in the store.
+            present = {r[0] for r in rows}
+            corpus = [d for d in corpus if d.id in present]
+        self.doc_ids = [d.id for d in corpus]
+        self.doc_pos = {d: i for i, d in enumerate(self.doc_ids)}
+        self.docs = Bm25Index([analyze(d.title) for d in corpus], [analyze(d.text) for d in corpus])
         self.chunk_doc = np.array([self.doc_pos[r[0]] for r in rows], dtype=np.int64)
         self.chunks = Bm25Index([analyze(r[1] or "") for r in rows], [analyze(f"{r[2] or ''}\n{r[3]}") for r in rows])
         self.vectors = None if keyword_only else np.stack([np.frombuffer(r[4], dtype=np.float32) for r in rows])
         self.embedded_docs = len(set(self.chunk_doc.tolist()))
-        db.close()
         self.embedder: Any = None
         if not keyword_only:
             from ragserve.embedding.onnx import OnnxEmbedder
@@ -195,9 +199,12 @@ class Study:
     def queries(self, split: str) -> list[Query]:
         texts, qrels = read_queries(self.dataset, split)
         ids = list(texts)
+        # Only judgements of documents in the studied corpus count; a query left without a relevant one is dropped.
+        rels = {q: {d: r for d, r in qrels[q].items() if d in self.doc_pos} for q in ids}
+        ids = [q for q in ids if any(r > 0 for r in rels[q].values())]
         vectors = self.embedder.embed([texts[q] for q in ids], kind="query") if self.embedder else None
         return [
-            Query(q, qrels[q], {t: 1.0 for t in set(analyze(texts[q]))}, None if vectors is None else vectors[i])
+            Query(q, rels[q], {t: 1.0 for t in set(analyze(texts[q]))}, None if vectors is None else vectors[i])
             for i, q in enumerate(ids)
         ]
 
@@ -281,8 +288,10 @@ def main() -> None:
     parser.add_argument("--tune-sample", type=int, default=0, help="tune on this many queries of the split (0: all)")
     parser.add_argument("--candidates", type=int, default=100)
     parser.add_argument("--keyword-only", action="store_true")
+    parser.add_argument("--embedded-only", action="store_true", help="study only the documents already embedded")
+    parser.add_argument("--quick", action="store_true", help="only the baseline and the service's feedback")
     args = parser.parse_args()
-    study = Study(args.dataset, args.keyword_only, args.candidates)
+    study = Study(args.dataset, args.keyword_only, args.candidates, args.embedded_only)
     tune, test = study.queries(args.tune), study.queries("test")
     if args.tune_sample and len(tune) > args.tune_sample:
         rng = np.random.default_rng(0)
@@ -293,6 +302,7 @@ def main() -> None:
         "tune_queries": len(tune),
         "test_queries": len(test),
         "embedded_docs": study.embedded_docs,
+        "studied_docs": len(study.doc_ids),
         "results": {},
     }
     res = report["results"]
@@ -300,27 +310,6 @@ def main() -> None:
     def record(name: str, value: dict[str, Any]) -> None:
         res[name] = value
         print(name, value, flush=True)
-
-    kb_grid = [[k1, b] for k1 in (0.6, 0.9, 1.2, 1.5) for b in (0.3, 0.4, 0.55, 0.75, 0.9)]
-    record(
-        "bm25_chunk_fts5_default", {"test": round(study.ndcg(test, lambda q: study.bm25_chunk(q, 1.2, 0.75, 1.0)), 4)}
-    )
-    bc = grid_best(study, tune, test, kb_grid, lambda p: lambda q: study.bm25_chunk(q, p[0], p[1], 1.0))
-    record("bm25_chunk_k1_b", bc)
-    record("bm25_doc_default", {"test": round(study.ndcg(test, lambda q: study.bm25_doc(q, 1.2, 0.75, 1.0)), 4)})
-    bd = grid_best(study, tune, test, kb_grid, lambda p: lambda q: study.bm25_doc(q, p[0], p[1], 1.0))
-    record("bm25_doc_k1_b", bd)
-    k1c, bcb = bc["best"]
-    k1d, bdb = bd["best"]
-    record(
-        "bm25_chunk_title_weight",
-        grid_best(study, tune, test, [1.0, 2.0, 3.0], lambda tw: lambda q: study.bm25_chunk(q, k1c, bcb, tw)),
-    )
-    prf_grid = [[d, t, lam] for d in (3, 10) for t in (10, 30) for lam in (0.2, 0.4)]
-    record(
-        "bm25_doc_rm3",
-        grid_best(study, tune, test, prf_grid, lambda p: lambda q: study.bm25_doc(q, k1d, bdb, 1.0, tuple(p))),
-    )
 
     def prf_uniform(unit: str, k1: float, b: float, p: list[Any]) -> Callable[[Query], np.ndarray]:
         """Service-style feedback: a second search with the expansion terms (unweighted), added with weight mu."""
@@ -335,11 +324,36 @@ def main() -> None:
 
         return rank
 
-    prf_u_grid = [[d, t, mu] for d in (3, 5) for t in (5, 10, 20) for mu in (0.1, 0.2, 0.35, 0.5)]
     record(
-        "bm25_doc_feedback_uniform",
-        grid_best(study, tune, test, prf_u_grid, lambda p: prf_uniform("doc", 1.2, 0.75, p)),
+        "bm25_chunk_fts5_default", {"test": round(study.ndcg(test, lambda q: study.bm25_chunk(q, 1.2, 0.75, 1.0)), 4)}
     )
+    record(
+        "bm25_chunk_feedback_5_20_0.2",
+        {"test": round(study.ndcg(test, prf_uniform("chunk", 1.2, 0.75, [5, 20, 0.2])), 4)},
+    )
+    if not args.quick:
+        kb_grid = [[k1, b] for k1 in (0.6, 0.9, 1.2, 1.5) for b in (0.3, 0.4, 0.55, 0.75, 0.9)]
+        bc = grid_best(study, tune, test, kb_grid, lambda p: lambda q: study.bm25_chunk(q, p[0], p[1], 1.0))
+        record("bm25_chunk_k1_b", bc)
+        record("bm25_doc_default", {"test": round(study.ndcg(test, lambda q: study.bm25_doc(q, 1.2, 0.75, 1.0)), 4)})
+        bd = grid_best(study, tune, test, kb_grid, lambda p: lambda q: study.bm25_doc(q, p[0], p[1], 1.0))
+        record("bm25_doc_k1_b", bd)
+        k1c, bcb = bc["best"]
+        k1d, bdb = bd["best"]
+        record(
+            "bm25_chunk_title_weight",
+            grid_best(study, tune, test, [1.0, 2.0, 3.0], lambda tw: lambda q: study.bm25_chunk(q, k1c, bcb, tw)),
+        )
+        prf_grid = [[d, t, lam] for d in (3, 10) for t in (10, 30) for lam in (0.2, 0.4)]
+        record(
+            "bm25_doc_rm3",
+            grid_best(study, tune, test, prf_grid, lambda p: lambda q: study.bm25_doc(q, k1d, bdb, 1.0, tuple(p))),
+        )
+        prf_u_grid = [[d, t, mu] for d in (3, 5) for t in (5, 10, 20) for mu in (0.1, 0.2, 0.35, 0.5)]
+        record(
+            "bm25_doc_feedback_uniform",
+            grid_best(study, tune, test, prf_u_grid, lambda p: prf_uniform("doc", 1.2, 0.75, p)),
+        )
     if args.keyword_only:
         print(json.dumps(report, indent=2))
         return
@@ -383,6 +397,9 @@ def main() -> None:
         grid_best(study, tune, test, fb_grid, lambda p: lambda q: study.fuse(dense(q), kw_fb(q, p[:3]), p[3])),
     )
     record("dense_top2", grid_best(study, tune, test, [0.0, 0.1, 0.2, 0.3, 0.5], lambda g: lambda q: dense(q, g)))
+    if args.quick:
+        print(json.dumps(report, indent=2))
+        return
     alphas = [round(a, 2) for a in np.arange(0.3, 0.75, 0.05)]
     record(
         "z_chunkbm25_fts5",
