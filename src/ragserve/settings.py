@@ -94,6 +94,9 @@ class RetrievalSettings(BaseModel):
     )
     feedback_terms: int = Field(default=20, ge=1, le=100, description="expansion terms searched for")
     feedback_weight: float = Field(default=0.2, ge=0.0, le=1.0, description="weight of the expansion search")
+    feedback_from: Literal["keyword", "fused"] = Field(
+        default="fused", description="hybrid feedback chunks: the keyword half's best, or the first fusion's best"
+    )
     half_timeout_seconds: float = Field(
         default=2.0, gt=0.0, description="a hybrid half slower than this is dropped (degraded answer)"
     )
@@ -113,6 +116,7 @@ class RetrievalOverrides(BaseModel):
     feedback_chunks: int | None = Field(default=None, ge=0, le=50)
     feedback_terms: int | None = Field(default=None, ge=1, le=100)
     feedback_weight: float | None = Field(default=None, ge=0.0, le=1.0)
+    feedback_from: Literal["keyword", "fused"] | None = None
 
     def apply(self, base: RetrievalSettings) -> RetrievalSettings:
         return base.model_copy(update=self.model_dump(exclude_none=True))

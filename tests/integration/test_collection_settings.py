@@ -31,6 +31,7 @@ def test_overrides_change_the_next_search(client: TestClient) -> None:
         "feedback_chunks": None,
         "feedback_terms": None,
         "feedback_weight": None,
+        "feedback_from": None,
     }
     assert initial["effective"]["default_mode"] == "hybrid"
 
@@ -72,6 +73,13 @@ def test_keyword_feedback_finds_documents_without_the_query_words(client: TestCl
     assert client.put("/v1/collections/orchard/settings", json={"feedback_chunks": 0}).status_code == 200
     assert found() == ids[:1]
     assert client.put("/v1/collections/orchard/settings", json={"feedback_weight": 2}).status_code == 422
+    assert client.put("/v1/collections/orchard/settings", json={"feedback_from": "dense"}).status_code == 422
+
+    # Hybrid search takes its feedback chunks from the first fusion (the default) or from the keyword half.
+    for source in ("fused", "keyword"):
+        assert client.put("/v1/collections/orchard/settings", json={"feedback_from": source}).status_code == 200
+        hybrid = client.post("/v1/search", json={"collection": "orchard", "query": "apple", "k": 3}).json()
+        assert hybrid["results"][0]["document_id"] == ids[0], source
 
 
 def test_invalid_and_unknown(client: TestClient) -> None:
