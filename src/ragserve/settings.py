@@ -89,6 +89,14 @@ class RetrievalSettings(BaseModel):
     candidates: int = Field(default=100, ge=10, le=2000, description="hits taken from each half before fusion")
     rrf_k: int = Field(default=60, ge=1)
     title_weight: float = Field(default=1.0, gt=0.0, description="BM25 weight of title terms vs body terms")
+    feedback_chunks: int = Field(
+        default=0, ge=0, le=50, description="keyword pseudo-relevance feedback: chunks read (0: off; 5 measured best)"
+    )
+    feedback_terms: int = Field(default=20, ge=1, le=100, description="expansion terms searched for")
+    feedback_weight: float = Field(default=0.2, ge=0.0, le=1.0, description="weight of the expansion search")
+    feedback_from: Literal["keyword", "fused"] = Field(
+        default="fused", description="hybrid feedback chunks: the keyword half's best, or the first fusion's best"
+    )
     half_timeout_seconds: float = Field(
         default=2.0, gt=0.0, description="a hybrid half slower than this is dropped (degraded answer)"
     )
@@ -105,6 +113,10 @@ class RetrievalOverrides(BaseModel):
     hybrid_alpha: float | None = Field(default=None, ge=0.0, le=1.0)
     rrf_k: int | None = Field(default=None, ge=1)
     candidates: int | None = Field(default=None, ge=10, le=2000)
+    feedback_chunks: int | None = Field(default=None, ge=0, le=50)
+    feedback_terms: int | None = Field(default=None, ge=1, le=100)
+    feedback_weight: float | None = Field(default=None, ge=0.0, le=1.0)
+    feedback_from: Literal["keyword", "fused"] | None = None
 
     def apply(self, base: RetrievalSettings) -> RetrievalSettings:
         return base.model_copy(update=self.model_dump(exclude_none=True))

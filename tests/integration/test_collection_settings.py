@@ -28,6 +28,10 @@ def test_overrides_change_the_next_search(client: TestClient) -> None:
         "hybrid_alpha": None,
         "rrf_k": None,
         "candidates": None,
+        "feedback_chunks": None,
+        "feedback_terms": None,
+        "feedback_weight": None,
+        "feedback_from": None,
     }
     assert initial["effective"]["default_mode"] == "hybrid"
 
@@ -45,6 +49,40 @@ def test_overrides_change_the_next_search(client: TestClient) -> None:
     # Other collections keep the service-wide settings.
     ingest(client, DOCS, collection="other")
     assert client.get("/v1/collections/other/settings").json()["effective"]["hybrid_alpha"] == 0.5
+
+
+ORCHARD = [
+    {"text": "Apple orchards grow cider fruit in autumn."},
+    {"text": "Cider presses crush orchard fruit every autumn."},
+    {"text": "Rockets burn kerosene or liquid hydrogen with liquid oxygen to make thrust."},
+]
+
+
+def test_keyword_feedback_finds_documents_without_the_query_words(client: TestClient) -> None:
+    ids = ingest(client, ORCHARD, collection="orchard")["document_ids"]
+
+    def found() -> list[str]:
+        body = {"collection": "orchard", "query": "apple", "mode": "keyword"}
+        response = client.post("/v1/search", json=body)
+        assert response.status_code == 200, response.text
+        return [r["document_id"] for r in response.json()["results"]]
+
+    # Off by default. Turned on for the collection, the best chunk's other words (cider, orchard, fruit, autumn)
+    # find the press document, ranked below the one that has the query word; the rocket document shares none.
+    assert found() == ids[:1]
+    assert client.put("/v1/collections/orchard/settings", json={"feedback_chunks": 5}).status_code == 200
+    assert found() == ids[:2]
+    assert client.put("/v1/collections/orchard/settings", json={"feedback_chunks": 0}).status_code == 200
+    assert found() == ids[:1]
+    assert client.put("/v1/collections/orchard/settings", json={"feedback_weight": 2}).status_code == 422
+    assert client.put("/v1/collections/orchard/settings", json={"feedback_from": "dense"}).status_code == 422
+
+    # Hybrid search takes its feedback chunks from the first fusion (the default) or from the keyword half.
+    for source in ("fused", "keyword"):
+        body = {"feedback_chunks": 5, "feedback_from": source}
+        assert client.put("/v1/collections/orchard/settings", json=body).status_code == 200
+        hybrid = client.post("/v1/search", json={"collection": "orchard", "query": "apple", "k": 3}).json()
+        assert hybrid["results"][0]["document_id"] == ids[0], source
 
 
 def test_invalid_and_unknown(client: TestClient) -> None:

@@ -20,6 +20,7 @@ from ragserve.observability.metrics import (
     RETRIEVAL_TOP_SIMILARITY,
     timed,
 )
+from ragserve.retrieval.feedback import add_feedback, expansion_terms
 from ragserve.retrieval.fusion import Scored, rrf_fusion, zscore_fusion
 from ragserve.retrieval.state import CollectionState
 from ragserve.settings import RetrievalOverrides, RetrievalSettings
@@ -135,12 +136,19 @@ class Retriever:
         candidates = max(settings.candidates, n)
         filters = self._without_needless_acl(collection_id, filters)
         if mode == "keyword":
-            return Ranking(self._keyword(index_id, text, candidates, filters)[:n])
+            return Ranking(self._keyword(index_id, text, candidates, filters, settings, True)[:n])
         if mode == "dense":
             return Ranking(self._dense(index_id, text, candidates, filters)[:n])
         # Each half runs in a copy of this context, so that its spans are children of this query's span.
         keyword_future = self._pool.submit(
-            contextvars.copy_context().run, self._keyword, index_id, text, candidates, filters
+            contextvars.copy_context().run,
+            self._keyword,
+            index_id,
+            text,
+            candidates,
+            filters,
+            settings,
+            settings.feedback_from == "keyword",
         )
         dense_future = self._pool.submit(
             contextvars.copy_context().run, self._dense, index_id, text, candidates, filters
@@ -152,11 +160,21 @@ class Retriever:
         if keyword is None or dense is None:
             return Ranking((keyword or dense or [])[:n], degraded=True)
         with timed("fuse"):
-            if settings.fusion == "rrf":
-                fused = rrf_fusion([dense, keyword], settings.rrf_k)
-            else:
-                fused = zscore_fusion(dense, keyword, settings.hybrid_alpha)
+            fused = self._fuse(dense, keyword, settings)
+        if settings.feedback_from == "fused" and settings.feedback_chunks > 0:
+            # Feedback from the first fusion's best chunks, which both halves chose: the keyword half is
+            # extended with the expansion search, then fused again.
+            terms = analyze(text)
+            extended = self._with_feedback(index_id, terms, keyword, fused, candidates, filters, settings)
+            with timed("refuse"):
+                fused = self._fuse(dense, extended, settings)
         return Ranking(fused[:n])
+
+    @staticmethod
+    def _fuse(dense: Scored, keyword: Scored, settings: RetrievalSettings) -> Scored:
+        if settings.fusion == "rrf":
+            return rrf_fusion([dense, keyword], settings.rrf_k)
+        return zscore_fusion(dense, keyword, settings.hybrid_alpha)
 
     def _without_needless_acl(self, collection_id: str, filters: SearchFilters) -> SearchFilters:
         """The filters without their ACL condition when no document of the collection is restricted: the
@@ -177,9 +195,35 @@ class Retriever:
         RETRIEVAL_DEGRADED.labels(failed=half).inc()
         return None
 
-    def _keyword(self, index_id: str, text: str, k: int, filters: SearchFilters) -> Scored:
+    def _keyword(
+        self, index_id: str, text: str, k: int, filters: SearchFilters, settings: RetrievalSettings, feedback: bool
+    ) -> Scored:
+        terms = analyze(text)
         with timed("keyword"):
-            return self._store.keyword_search(index_id, analyze(text), k, filters)
+            first = self._store.keyword_search(index_id, terms, k, filters)
+        return self._with_feedback(index_id, terms, first, first, k, filters, settings) if feedback else first
+
+    def _with_feedback(
+        self,
+        index_id: str,
+        terms: list[str],
+        keyword: Scored,
+        source: Scored,
+        k: int,
+        filters: SearchFilters,
+        settings: RetrievalSettings,
+    ) -> Scored:
+        """``keyword`` plus the weighted scores of a search for the expansion terms of ``source``'s best chunks."""
+        if settings.feedback_chunks == 0 or settings.feedback_weight == 0 or not source:
+            return keyword
+        with timed("feedback"):
+            top = self._store.hits(source[: settings.feedback_chunks], filters.access)
+            feedback = [(analyze(f"{hit.title or ''}\n{hit.section or ''}\n{hit.text}"), hit.score) for hit in top]
+            extra = expansion_terms(feedback, set(terms), settings.feedback_terms)
+            if not extra:
+                return keyword
+            second = self._store.keyword_search(index_id, extra, k, filters)
+            return add_feedback(keyword, second, settings.feedback_weight, k)
 
     def _dense(self, index_id: str, text: str, k: int, filters: SearchFilters) -> Scored:
         with timed("embed"):
