@@ -8,15 +8,16 @@ extractive answers), then asks every A once to fill the cache. Then:
 - the sweep: for every probe (a rewording A' of each A, and each B) the query vector's most similar live entry
   in the cache (``find_similar`` at threshold 0) gives, for each threshold, whether the probe would hit.
   Read-only, so each threshold sees the same cache.
-- end to end at the default threshold: every A', then every B, through ``RagService.answer`` (the same path
-  as ``/v1/answer``), counted by ``ragserve_answer_cache_lookups_total``. Misses here are answered and cached,
-  so a B may also hit an A' asked before it.
+- end to end at the default threshold: the first ``--end-to-end`` A', then as many B, through
+  ``RagService.answer`` (the same path as ``/v1/answer``), counted by ``ragserve_answer_cache_lookups_total``,
+  with the latency of hits and misses. Misses here are answered and cached, so a B may also hit an A' asked
+  before it.
 
 There is no paraphrase model offline: rewordings come from the deterministic rules of ``reword`` (question-word
 reordering and polite prefixes, contractions, a small synonym table, dropped articles and fillers, casing and
 punctuation). They keep most of the original's words, so real users' paraphrases will hit less often.
 
-    python bench/semantic_cache.py ../shared/datasets/squad-v1.1-dev --sample 300
+    python bench/semantic_cache.py ../shared/datasets/squad-v1.1-dev --sample 300 --end-to-end 100
 
 Prints one JSON object; ``--out`` also writes it to a file.
 """
@@ -30,6 +31,7 @@ import platform
 import random
 import re
 import string
+import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -241,6 +243,10 @@ async def _ask(service: RagService, questions: list[str]) -> dict[str, Any]:
     }
 
 
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def _distribution(values: list[float]) -> dict[str, float]:
     return {f"p{p}": round(percentile(values, p), 4) for p in (10, 25, 50, 75, 90)}
 
@@ -257,14 +263,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await service.start()
         try:
             ingest_s = await _ingest(service, paragraphs)
+            _progress(f"ingested {len(paragraphs)} paragraphs in {ingest_s:.0f} s; filling the cache")
             start = time.perf_counter()
             a_answers = [(await service.answer(c["a"]["question"], None, COLLECTION, None)).text for c in cases]
             fill_s = time.perf_counter() - start
+            _progress(f"{len(cases)} answers cached in {fill_s:.0f} s; sweeping thresholds")
             reworded = await _best_matches(service, [c["reworded"] for c in cases])
             different = await _best_matches(service, [c["b"]["question"] for c in cases])
+            _progress("asking end to end")
+            probes = cases[: args.end_to_end]
             end_to_end = {
-                "reworded": await _ask(service, [c["reworded"] for c in cases]),
-                "different": await _ask(service, [c["b"]["question"] for c in cases]),
+                "questions": len(probes),
+                "reworded": await _ask(service, [c["reworded"] for c in probes]),
+                "different": await _ask(service, [c["b"]["question"] for c in probes]),
             }
         finally:
             await service.close()
@@ -297,6 +308,7 @@ def main() -> None:
     parser.add_argument("dataset", type=Path)
     parser.add_argument("--sample", type=int, default=300)
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--end-to-end", type=int, default=100, help="probes of each kind asked through the service")
     parser.add_argument("--threshold", type=float, default=Settings().cache.semantic_threshold)
     parser.add_argument("--model-cache", type=Path, default=Path(tempfile.gettempdir()) / "ragserve-bench-models")
     parser.add_argument("--out", type=Path)

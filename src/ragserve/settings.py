@@ -299,7 +299,9 @@ class CacheSettings(BaseModel):
     state_ttl_seconds: float = Field(default=5.0, ge=0)
     semantic: bool = Field(default=True, description="serve an answer cached for a similar question (same scope)")
     semantic_threshold: float = Field(default=0.95, gt=0.0, le=1.0, description="least cosine similarity served")
-    semantic_max_entries_per_scope: int = Field(default=256, ge=1, description="questions compared per lookup")
+    semantic_max_entries_per_scope: int = Field(
+        default=1000, ge=1, le=100_000, description="question vectors kept per scope (Redis: read on each lookup)"
+    )
     embeddings: Literal["store", "redis"] = Field(
         default="store", description="where chunk embeddings are cached: the document store, or Redis"
     )

@@ -5,7 +5,7 @@ fresh. Hits count the LLM tokens they saved. In-process and in Redis."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 
 from ragserve.api.app import create_app
 from ragserve.embedding.onnx import OnnxEmbedder
+from ragserve.embedding.protocol import EmbedKind, Vectors
 from ragserve.settings import Settings
 from tests.integration.canned_llm import CannedLLM
 from tests.integration.helpers import ingest
@@ -22,7 +23,7 @@ LEAVE = "Employees get 25 days of paid leave per year. Leave requests go to the 
 LEAVE_CHANGED = "Employees get 30 days of paid leave per year. Leave requests go to the line manager."
 EXPENSES = "Expense reports are due on the fifth working day of each month, with every receipt attached."
 QUESTION = {"question": "How many days of paid leave do employees get?"}
-REWORDED = {"question": "how many paid leave days do employees get"}
+REWORDED = {"question": "Tell me how many days of paid leave employees get."}  # cosine 0.967
 DIFFERENT = {"question": "When are expense reports due?"}
 
 
@@ -142,3 +143,33 @@ def test_hits_count_the_llm_tokens_their_answer_cost(
             assert client.post("/v1/answer", json=QUESTION).json()["answer"] == CANNED_ANSWER
             assert client.post("/v1/answer", json=REWORDED).json()["answer"] == CANNED_ANSWER
             assert (_saved_tokens("exact"), _saved_tokens("semantic")) == (exact + cost, semantic + cost)
+
+
+class QueryCounter:
+    """The real model, counting the query texts it embeds."""
+
+    def __init__(self, inner: OnnxEmbedder) -> None:
+        self.inner = inner
+        self.model_id, self.dimension = inner.model_id, inner.dimension
+        self.queries: list[str] = []
+
+    def embed(self, texts: Sequence[str], kind: EmbedKind = "document") -> Vectors:
+        if kind == "query":
+            self.queries.extend(texts)
+        return self.inner.embed(texts, kind)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self.inner.count_tokens(texts)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_question_that_misses_is_embedded_once(
+    make_settings: Callable[..., Settings], embedder: OnnxEmbedder, stream: bool
+) -> None:
+    counter = QueryCounter(embedder)
+    with TestClient(create_app(make_settings(), counter)) as client:
+        ingest(client, [{"external_id": "leave", "title": "Leave policy", "text": LEAVE}])
+        response = client.post("/v1/answer", json={**DIFFERENT, "stream": stream})
+        assert response.status_code == 200
+    # The cache's lookup, retrieval, the extractive generator and the cache's store all use one vector.
+    assert counter.queries == [DIFFERENT["question"]]

@@ -28,7 +28,7 @@ class MemoryAnswerCache:
     at most ``semantic_max_entries_per_scope`` of a scope's answers are indexed for semantic matches (the
     least recently used lose their index entry, not their exact one)."""
 
-    def __init__(self, ttl_seconds: float, max_entries: int, semantic_max_entries_per_scope: int = 256) -> None:
+    def __init__(self, ttl_seconds: float, max_entries: int, semantic_max_entries_per_scope: int = 1000) -> None:
         self._ttl = ttl_seconds
         self._max = max_entries
         self._max_per_scope = semantic_max_entries_per_scope

@@ -84,7 +84,7 @@ class RedisAnswerCache:
     here (numpy), so a scope holds at most ``semantic_max_entries_per_scope`` of them."""
 
     def __init__(
-        self, client: redis.Redis, prefix: str, ttl_seconds: float, semantic_max_entries_per_scope: int = 256
+        self, client: redis.Redis, prefix: str, ttl_seconds: float, semantic_max_entries_per_scope: int = 1000
     ) -> None:
         self._client = client
         self._p = "{" + prefix + "}"
@@ -139,7 +139,7 @@ class RedisAnswerCache:
         rows = {member.decode(): raw for member, raw in stored.items() if len(raw) == size}
         if not rows:
             return None
-        matrix = np.stack([np.frombuffer(raw, dtype=np.float32) for raw in rows.values()])
+        matrix = np.frombuffer(b"".join(rows.values()), dtype=np.float32).reshape(len(rows), -1)
         candidates = ranked_matches(list(rows), matrix, vector, threshold)[:_MAX_CANDIDATES]
         if not candidates:
             return None
