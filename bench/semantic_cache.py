@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import random
 import re
@@ -144,7 +145,8 @@ def _squad_normalise(text: str) -> str:
 
 
 def sample(dataset: Path, size: int, seed: int) -> tuple[dict[str, dict[str, str]], list[dict[str, Any]]]:
-    """``size`` paragraphs with two or more questions, and per paragraph two different questions A and B."""
+    """``size`` paragraphs with two or more questions, and per paragraph two different questions A and B (and
+    all the questions other than A, to find the one nearest to A)."""
     paragraphs = {p["_id"]: p for p in map(json.loads, (dataset / "corpus.jsonl").open())}
     by_paragraph: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for qa in map(json.loads, (dataset / "qa.jsonl").open()):
@@ -157,7 +159,10 @@ def sample(dataset: Path, size: int, seed: int) -> tuple[dict[str, dict[str, str
         while _normalised(a["question"]) == _normalised(b["question"]):
             a, b = rng.sample(by_paragraph[paragraph], 2)
         reworded, rules = reword(a["question"], rng)
-        cases.append({"paragraph": paragraph, "a": a, "b": b, "reworded": reworded, "rules": rules})
+        others = {_normalised(q["question"]): q for q in by_paragraph[paragraph]}
+        others.pop(_normalised(a["question"]))
+        case = {"paragraph": paragraph, "a": a, "b": b, "reworded": reworded, "rules": rules}
+        cases.append(case | {"others": list(others.values())})
     return {c["paragraph"]: paragraphs[c["paragraph"]] for c in cases}, cases
 
 
@@ -202,26 +207,41 @@ async def _best_matches(service: RagService, questions: list[str]) -> list[Match
     return found
 
 
-def _sweep(
-    cases: list[dict[str, Any]], a_answers: list[str], reworded: list[Match], different: list[Match]
-) -> dict[str, Any]:
-    """Per threshold: reworded A' served (and with A's own answer), different B served (and with an answer
-    that still contains one of B's gold answers, so harmless)."""
+def _nearest_others(service: RagService, cases: list[dict[str, Any]]) -> None:
+    """Per case, ``nearest``: the question about the same paragraph, other than A, most similar to A."""
+    for case in cases:
+        texts = [case["a"]["question"], *(q["question"] for q in case["others"])]
+        vectors = service.embedder.embed(texts, "query")
+        case["nearest"] = case["others"][int((vectors[1:] @ vectors[0]).argmax())]
+
+
+def _served(matches: list[Match], threshold: float) -> list[bool]:
+    return [how != "none" and similarity >= threshold for how, similarity, _ in matches]
+
+
+def _containing_gold(matches: list[Match], served: list[bool], golds: list[list[str]]) -> int:
+    """Wrong hits whose answer still contains one of the asked question's gold answers."""
+    return sum(
+        hit and any(_squad_normalise(g) in _squad_normalise(text or "") for g in gold)
+        for hit, (_, _, text), gold in zip(served, matches, golds, strict=True)
+    )
+
+
+def _sweep(cases: list[dict[str, Any]], a_answers: list[str], probes: dict[str, list[Match]]) -> dict[str, Any]:
+    """Per threshold: the reworded A' served (and with A's own answer); a different question B, and the
+    different question nearest to A, served (and with an answer that still holds its gold answer)."""
     rows = {}
     for threshold in THRESHOLDS:
-        hit_a = [m != "none" and s >= threshold for m, s, _ in reworded]
-        right = [h and text == a_answers[i] for i, (h, (_, _, text)) in enumerate(zip(hit_a, reworded, strict=True))]
-        hit_b = [m != "none" and s >= threshold for m, s, _ in different]
-        harmless = [
-            h and any(_squad_normalise(g) in _squad_normalise(text or "") for g in case["b"]["answers"])
-            for h, (_, _, text), case in zip(hit_b, different, cases, strict=True)
-        ]
-        rows[f"{threshold:.2f}"] = {
-            "reworded_hit_rate": round(sum(hit_a) / len(cases), 4),
-            "reworded_hits_with_A_answer": sum(right),
-            "different_false_hit_rate": round(sum(hit_b) / len(cases), 4),
-            "false_hits_containing_B_gold_answer": sum(harmless),
-        }
+        reworded = _served(probes["reworded"], threshold)
+        right = [hit and m[2] == a for hit, m, a in zip(reworded, probes["reworded"], a_answers, strict=True)]
+        row: dict[str, Any] = {"reworded_hit_rate": round(sum(reworded) / len(cases), 4)}
+        row["reworded_hits_with_A_answer"] = sum(right)
+        for kind in ("different", "nearest"):
+            served = _served(probes[kind], threshold)
+            golds = [c["b" if kind == "different" else "nearest"]["answers"] for c in cases]
+            row[f"{kind}_false_hit_rate"] = round(sum(served) / len(cases), 4)
+            row[f"{kind}_false_hits_containing_its_gold_answer"] = _containing_gold(probes[kind], served, golds)
+        rows[f"{threshold:.2f}"] = row
     return rows
 
 
@@ -251,8 +271,34 @@ def _distribution(values: list[float]) -> dict[str, float]:
     return {f"p{p}": round(percentile(values, p), 4) for p in (10, 25, 50, 75, 90)}
 
 
+async def _measure(
+    service: RagService, paragraphs: dict[str, dict[str, str]], cases: list[dict[str, Any]], asked: int
+) -> dict[str, Any]:
+    ingest_s = await _ingest(service, paragraphs)
+    _progress(f"ingested {len(paragraphs)} paragraphs in {ingest_s:.0f} s; filling the cache")
+    start = time.perf_counter()
+    a_answers = [(await service.answer(c["a"]["question"], None, COLLECTION, None)).text for c in cases]
+    fill_s = time.perf_counter() - start
+    _progress(f"{len(cases)} answers cached in {fill_s:.0f} s; sweeping thresholds")
+    _nearest_others(service, cases)
+    probes = {
+        "reworded": await _best_matches(service, [c["reworded"] for c in cases]),
+        "different": await _best_matches(service, [c["b"]["question"] for c in cases]),
+        "nearest": await _best_matches(service, [c["nearest"]["question"] for c in cases]),
+    }
+    _progress("asking end to end")
+    end_to_end = {
+        "questions": len(cases[:asked]),
+        "reworded": await _ask(service, [c["reworded"] for c in cases[:asked]]),
+        "different": await _ask(service, [c["b"]["question"] for c in cases[:asked]]),
+    }
+    times = {"ingest_s": round(ingest_s, 1), "fill_answers_s": round(fill_s, 1)}
+    return {"a_answers": a_answers, "probes": probes, "end_to_end_at_default": end_to_end, "times": times}
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     paragraphs, cases = sample(args.dataset, args.sample, args.seed)
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(
             data_dir=Path(tmp) / "data",
@@ -262,44 +308,33 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         service = RagService.open(settings)
         await service.start()
         try:
-            ingest_s = await _ingest(service, paragraphs)
-            _progress(f"ingested {len(paragraphs)} paragraphs in {ingest_s:.0f} s; filling the cache")
-            start = time.perf_counter()
-            a_answers = [(await service.answer(c["a"]["question"], None, COLLECTION, None)).text for c in cases]
-            fill_s = time.perf_counter() - start
-            _progress(f"{len(cases)} answers cached in {fill_s:.0f} s; sweeping thresholds")
-            reworded = await _best_matches(service, [c["reworded"] for c in cases])
-            different = await _best_matches(service, [c["b"]["question"] for c in cases])
-            _progress("asking end to end")
-            probes = cases[: args.end_to_end]
-            end_to_end = {
-                "questions": len(probes),
-                "reworded": await _ask(service, [c["reworded"] for c in probes]),
-                "different": await _ask(service, [c["b"]["question"] for c in probes]),
-            }
+            measured = await _measure(service, paragraphs, cases, args.end_to_end)
         finally:
             await service.close()
+    probes = measured["probes"]
     rule_counts = Counter(r for c in cases for r in c["rules"])
-    served = [m != "none" and similarity >= args.threshold for m, similarity, _ in reworded]
+    served = _served(probes["reworded"], args.threshold)
     rule_hits = Counter(r for c, hit in zip(cases, served, strict=True) if hit for r in c["rules"])
+    examples = [
+        {"a": c["a"]["question"], "reworded": c["reworded"]} | {k: c[k]["question"] for k in ("b", "nearest")}
+        for c in cases[:8]
+    ]
     return {
         "dataset": str(args.dataset),
         "sample": {"paragraphs": len(paragraphs), "seed": args.seed},
         "threshold_default": args.threshold,
         "rewording": "deterministic rules (no paraphrase model offline): " + ", ".join(sorted(rule_counts)),
-        "examples": [{"a": c["a"]["question"], "reworded": c["reworded"], "b": c["b"]["question"]} for c in cases[:8]],
-        "by_threshold": _sweep(cases, a_answers, reworded, different),
-        "similarity_of_best_entry": {
-            "reworded": _distribution([s for _, s, _ in reworded]),
-            "different": _distribution([s for _, s, _ in different]),
-        },
+        "examples": examples,
+        "by_threshold": _sweep(cases, measured["a_answers"], probes),
+        "similarity_of_best_entry": {kind: _distribution([m[1] for m in found]) for kind, found in probes.items()},
         "reworded_hit_rate_by_rule_at_default": {
             r: {"questions": n, "hit_rate": round(rule_hits[r] / n, 4)} for r, n in sorted(rule_counts.items())
         },
-        "end_to_end_at_default": end_to_end,
-        "ingest_s": round(ingest_s, 1),
-        "fill_answers_s": round(fill_s, 1),
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+        "end_to_end_at_default": measured["end_to_end_at_default"],
+        **measured["times"],
+        "total_s": round(time.perf_counter() - started, 1),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 1),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
     }
 
 

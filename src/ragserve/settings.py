@@ -300,7 +300,7 @@ class CacheSettings(BaseModel):
     semantic: bool = Field(default=True, description="serve an answer cached for a similar question (same scope)")
     semantic_threshold: float = Field(default=0.95, gt=0.0, le=1.0, description="least cosine similarity served")
     semantic_max_entries_per_scope: int = Field(
-        default=1000, ge=1, le=100_000, description="question vectors kept per scope (Redis: read on each lookup)"
+        default=1000, ge=1, le=10_000, description="question vectors kept per scope (Redis: read on each lookup)"
     )
     embeddings: Literal["store", "redis"] = Field(
         default="store", description="where chunk embeddings are cached: the document store, or Redis"

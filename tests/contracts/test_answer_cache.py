@@ -271,6 +271,16 @@ def test_redis_answer_cache_outage_raises_a_redis_error() -> None:
         cache.get("k")
 
 
+def test_redis_drops_the_question_vectors_of_expired_answers(prefix: str) -> None:
+    client = connect(REDIS_URL)
+    cache = RedisAnswerCache(client, prefix, 1)
+    store(cache, "old", ANSWER, ["doc-a"], scope="s", vector=vector(1.0))
+    time.sleep(1.2)
+    store(cache, "new", OTHER, ["doc-b"], scope="s", vector=vector(0.0))
+    assert client.hkeys("{" + prefix + "}:answer-vec:s") == [b"new"]
+    assert client.zrange("{" + prefix + "}:answer-used:s", 0, -1) == [b"new"]
+
+
 def test_redis_embedding_cache_round_trip(prefix: str) -> None:
     from ragserve.cache.redis import RedisEmbeddingCache
 

@@ -7,8 +7,9 @@ and writes atomically), so an answer built from a document that changed meanwhil
 
 Semantic matches: ``{p}:answer-vec:<scope>`` maps the keys of a scope's answers to their questions' vectors
 (float32 bytes), ``{p}:answer-used:<scope>`` orders them by last use; the same script stores them with the
-answer and drops the least recently used beyond the scope's limit. A lookup reads the scope's vectors, ranks
-them here and reads the best answers still there; a vector whose answer was dropped is deleted then.
+answer and drops the least recently used beyond the scope's limit, and those unused for a TTL. A lookup
+reads the scope's vectors, ranks them here and reads the best answers still there; a vector whose answer was
+dropped is deleted then.
 
 Invalidation: a pub/sub channel per topic; every replica's listener thread calls its local callbacks.
 All keys share one hash tag, so the scripts also work on a Redis Cluster.
@@ -46,15 +47,20 @@ for i = 1, n do
   redis.call('EXPIRE', KEYS[1 + n + i], ARGV[2])
 end
 if #KEYS > 1 + 2 * n then
-  local vectors, used, member = KEYS[2 + 2 * n], KEYS[3 + 2 * n], ARGV[4 + n]
-  redis.call('HSET', vectors, member, ARGV[5 + n])
-  redis.call('ZADD', used, ARGV[6 + n], member)
-  local over = redis.call('ZCARD', used) - tonumber(ARGV[7 + n])
-  if over > 0 then
-    local oldest = redis.call('ZRANGE', used, 0, over - 1)
-    redis.call('ZREMRANGEBYRANK', used, 0, over - 1)
-    redis.call('HDEL', vectors, unpack(oldest))
+  local vectors, used, member, now = KEYS[2 + 2 * n], KEYS[3 + 2 * n], ARGV[4 + n], tonumber(ARGV[6 + n])
+  local function drop(members)
+    for i = 1, #members, 1000 do
+      local part = {unpack(members, i, math.min(i + 999, #members))}
+      redis.call('ZREM', used, unpack(part))
+      redis.call('HDEL', vectors, unpack(part))
+    end
   end
+  redis.call('HSET', vectors, member, ARGV[5 + n])
+  redis.call('ZADD', used, now, member)
+  -- unused for a TTL: their answers have expired
+  drop(redis.call('ZRANGEBYSCORE', used, '-inf', now - tonumber(ARGV[2]) * 1000000))
+  local over = redis.call('ZCARD', used) - tonumber(ARGV[7 + n])
+  if over > 0 then drop(redis.call('ZRANGE', used, 0, over - 1)) end
   redis.call('EXPIRE', vectors, ARGV[2])
   redis.call('EXPIRE', used, ARGV[2])
 end
@@ -97,7 +103,8 @@ class RedisAnswerCache:
         return [f"{self._p}:doc-gen:{d}" for d in document_ids]
 
     def _scope_keys(self, scope: str) -> tuple[str, str]:
-        """The scope's question vectors by answer key (a hash), and the answer keys by last use (a sorted set)."""
+        """The scope's question vectors by answer key (a hash), and the answer keys by last use in microseconds
+        since the epoch (a sorted set)."""
         return f"{self._p}:answer-vec:{scope}", f"{self._p}:answer-used:{scope}"
 
     def generations(self, document_ids: Sequence[str]) -> list[int]:
