@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -19,8 +20,9 @@ from dataclasses import dataclass, replace
 import anyio.to_thread
 from opentelemetry.trace import Span, use_span
 
-from ragserve.cache.answers import answer_key
+from ragserve.cache.answers import AnswerKey, answer_key
 from ragserve.cache.factory import build_caches
+from ragserve.cache.semantic import Vector
 from ragserve.domain import (
     ANONYMOUS,
     Acl,
@@ -41,6 +43,7 @@ from ragserve.domain import (
 from ragserve.embedding.batching import MicroBatcher
 from ragserve.embedding.onnx import OnnxEmbedder
 from ragserve.embedding.protocol import Embedder
+from ragserve.embedding.reuse import ReusingEmbedder, share_query_vector, shared_query_vector
 from ragserve.errors import NotFoundError, PayloadTooLargeError, UnsupportedMediaTypeError
 from ragserve.index_lifecycle import IndexLifecycle
 from ragserve.ingest.isolation import build_parser
@@ -51,9 +54,10 @@ from ragserve.ingest.sync import SourceFile, SyncReport, prepare_sync
 from ragserve.llm.factory import build_generation
 from ragserve.llm.gateway import LLMGateway
 from ragserve.llm.judge import GroundednessJudge
+from ragserve.llm.metering import TokenMeter, metered, metering
 from ragserve.llm.prompts import PROMPT_VERSION
 from ragserve.llm.protocol import AnswerGenerator
-from ragserve.observability.metrics import ANSWER_CACHE, ANSWERS, timed
+from ragserve.observability.metrics import ANSWER_CACHE, ANSWER_CACHE_SAVED_TOKENS, ANSWERS, timed
 from ragserve.observability.tracing import open_span, start_span
 from ragserve.retrieval.search import Retriever, SearchQuery, validate_query
 from ragserve.retrieval.state import CollectionState
@@ -122,8 +126,10 @@ class RagService:
         self.state = CollectionState(
             self.store, self.store, self.versions, self.caches.invalidation, settings.cache.state_ttl_seconds
         )
+        # Retrieval reuses the question's vector when the answer cache computed it (``_question_vector``).
+        query_embedder = ReusingEmbedder(embedder)
         self.retriever = Retriever(
-            self.store, self.state, self.index, embedder, settings.retrieval, settings.default_collection
+            self.store, self.state, self.index, query_embedder, settings.retrieval, settings.default_collection
         )
         builder = IndexBuilder(
             self.store, self.versions, embedding_cache, self.index, embedder, settings.index.build_batch_documents
@@ -170,7 +176,7 @@ class RagService:
         batcher = _micro_batcher(settings, embedder)
         embedder = batcher or embedder
         try:
-            generation = build_generation(settings, embedder)
+            generation = build_generation(settings, ReusingEmbedder(embedder))
         except BaseException:
             if batcher is not None:
                 batcher.close()
@@ -402,16 +408,16 @@ class RagService:
                 return cached
             hits = await self._contexts(question, k, collection, filters, principal)
             generations = await self._generations(key, hits)
-            with timed("generate"):
+            with timed("generate"), metering() as usage:
                 answer = await self.generator.generate(question.strip(), hits.hits, principal=principal.label)
         ANSWERS.labels(generator=answer.generator, abstained=str(answer.abstained).lower()).inc()
         self.judge.submit(question, answer, hits.hits)
-        await self._remember(key, answer, hits, generations)
+        await self._remember(key, answer, hits, generations, usage)
         return answer
 
     async def _answer_key(
         self, question: str, k: int | None, collection: str | None, filters: Metadata | None, principal: Principal
-    ) -> str | None:
+    ) -> AnswerKey | None:
         """None when answers are not cached, or the collection does not exist yet."""
         if self.caches.answers is None:
             return None
@@ -428,18 +434,40 @@ class RagService:
             question, name, k or self.settings.answer.k, search_filters, route, self._generation_id, scope
         )
 
-    async def _cached_answer(self, key: str | None) -> Answer | None:
+    async def _cached_answer(self, key: AnswerKey | None) -> Answer | None:
+        """The answer cached for this question; else, with ``cache.semantic``, the one cached for the most
+        similar question in the same scope. Counts the lookup and the LLM tokens a hit saved."""
         if key is None or self.caches.answers is None:
             return None
+        cache, match = self.caches.answers, "exact"
         try:
-            cached = await anyio.to_thread.run_sync(self.caches.answers.get, key)
+            cached = await anyio.to_thread.run_sync(cache.get, key.exact)
+            if cached is None and self.settings.cache.semantic:
+                match = "semantic"
+                vector = await self._question_vector(key.question)
+                threshold = self.settings.cache.semantic_threshold
+                cached = await anyio.to_thread.run_sync(cache.find_similar, key.scope, vector, threshold)
         except Exception:  # a cache outage must cost a cache miss, not the answer
             logger.exception("answer cache lookup failed")
             cached = None
-        ANSWER_CACHE.labels(result="hit" if cached is not None else "miss").inc()
-        return cached
+        if cached is None:
+            ANSWER_CACHE.labels(result="miss", match="none").inc()
+            return None
+        ANSWER_CACHE.labels(result="hit", match=match).inc()
+        ANSWER_CACHE_SAVED_TOKENS.labels(match=match).inc(cached.tokens)
+        return cached.answer
 
-    async def _generations(self, key: str | None, hits: SearchResult) -> list[int] | None:
+    async def _question_vector(self, question: str) -> Vector:
+        """The question's query vector, computed once per request: it is shared with the rest of the request,
+        so retrieval and the extractive generator reuse it instead of embedding the question again."""
+        model_id = self.embedder.model_id
+        vector = shared_query_vector(model_id, question)
+        if vector is None:
+            vector = (await anyio.to_thread.run_sync(self.embedder.embed, [question], "query"))[0]
+            share_query_vector(model_id, question, vector)
+        return vector
+
+    async def _generations(self, key: AnswerKey | None, hits: SearchResult) -> list[int] | None:
         if key is None or self.caches.answers is None:
             return None
         try:
@@ -450,21 +478,31 @@ class RagService:
             return None
 
     async def _remember(
-        self, key: str | None, answer: Answer, hits: SearchResult, generations: list[int] | None
+        self,
+        key: AnswerKey | None,
+        answer: Answer,
+        hits: SearchResult,
+        generations: list[int] | None,
+        usage: TokenMeter,
     ) -> None:
+        """Cache the answer with what it cost; with ``cache.semantic``, also under its question's vector."""
         if key is None or generations is None or self.caches.answers is None or hits.degraded:
             return
         try:
+            vector = await self._question_vector(key.question) if self.settings.cache.semantic else None
             documents = [hit.document_id for hit in hits.hits]
-            await anyio.to_thread.run_sync(self.caches.answers.put, key, answer, documents, generations)
+            put = functools.partial(self.caches.answers.put, tokens=usage.total_tokens, scope=key.scope, vector=vector)
+            await anyio.to_thread.run_sync(put, key.exact, answer, documents, generations)
         except Exception:
             logger.exception("could not cache an answer")
 
     @property
     def _generation_id(self) -> str:
-        """What answers are made with: the providers in order, the prompt version and the answer settings."""
+        """What answers are made with: the providers in order, the prompt version, the answer settings and the
+        embedding model (the extractive generator's, and the space of the cache's question vectors)."""
         providers = [(p.name, p.kind, p.model, p.base_url) for p in self.settings.llm.providers]
-        return json.dumps([providers, PROMPT_VERSION, self.settings.answer.model_dump()], default=str)
+        answer = self.settings.answer.model_dump()
+        return json.dumps([providers, PROMPT_VERSION, answer, self.embedder.model_id], default=str)
 
     async def stream_answer(
         self,
@@ -495,17 +533,18 @@ class RagService:
         question: str,
         hits: SearchResult,
         span: Span,
-        key: str | None,
+        key: AnswerKey | None,
         generations: list[int] | None,
         principal: str,
     ) -> AsyncIterator[AnswerDelta | Answer]:
         generate = open_span("ragserve.generate", parent=span)
+        usage = TokenMeter()
         try:
-            async for item in self.generator.stream(question, hits.hits, principal=principal):
+            async for item in metered(self.generator.stream(question, hits.hits, principal=principal), usage):
                 if isinstance(item, Answer):
                     ANSWERS.labels(generator=item.generator, abstained=str(item.abstained).lower()).inc()
                     self.judge.submit(question, item, hits.hits)
-                    await self._remember(key, item, hits, generations)
+                    await self._remember(key, item, hits, generations, usage)
                 yield item
         finally:
             generate.end()

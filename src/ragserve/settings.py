@@ -399,14 +399,21 @@ class RateLimitSettings(BaseModel):
 class CacheSettings(BaseModel):
     """The answer cache: exact questions (normalised) per collection, k, filters, index route and generator;
     an answer is dropped when any document it was built from changes, and after ``answer_ttl_seconds``.
-    It lives in Redis when ``redis.url`` is set, else in this process (refused with a shared PostgreSQL store
-    and no Redis: other processes' writes could not invalidate it). ``state_ttl_seconds`` bounds how long a
-    replica may use a collection's cached route and settings after a change it missed."""
+    With ``semantic``, a question with no exact entry is served the answer of the most similar cached question
+    (cosine similarity of their query vectors at least ``semantic_threshold``) whose key differs only in the
+    question text. It lives in Redis when ``redis.url`` is set, else in this process (refused with a shared
+    PostgreSQL store and no Redis: other processes' writes could not invalidate it). ``state_ttl_seconds``
+    bounds how long a replica may use a collection's cached route and settings after a change it missed."""
 
     answers: bool = True
     answer_ttl_seconds: float = Field(default=3600.0, gt=0)
     answer_max_entries: int = Field(default=10_000, ge=1, description="in-process cache only")
     state_ttl_seconds: float = Field(default=5.0, ge=0)
+    semantic: bool = Field(default=True, description="serve an answer cached for a similar question (same scope)")
+    semantic_threshold: float = Field(default=0.95, gt=0.0, le=1.0, description="least cosine similarity served")
+    semantic_max_entries_per_scope: int = Field(
+        default=1000, ge=1, le=10_000, description="question vectors kept per scope (Redis: read on each lookup)"
+    )
     embeddings: Literal["store", "redis"] = Field(
         default="store", description="where chunk embeddings are cached: the document store, or Redis"
     )

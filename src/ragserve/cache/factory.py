@@ -32,7 +32,9 @@ def build_caches(settings: Settings, shared_store: bool) -> Caches:
 
         client = connect(settings.redis.url.get_secret_value())
         prefix = settings.redis.key_prefix
-        shared = RedisAnswerCache(client, prefix, settings.cache.answer_ttl_seconds)
+        shared = RedisAnswerCache(
+            client, prefix, settings.cache.answer_ttl_seconds, settings.cache.semantic_max_entries_per_scope
+        )
         embeddings = (
             RedisEmbeddingCache(client, prefix, settings.cache.embedding_ttl_seconds)
             if settings.cache.embeddings == "redis"
@@ -43,7 +45,11 @@ def build_caches(settings: Settings, shared_store: bool) -> Caches:
         raise InvalidRequestError("cache.embeddings redis needs redis.url (RAGSERVE_REDIS__URL)")
     answers: AnswerCache | None = None
     if settings.cache.answers and not shared_store:
-        answers = MemoryAnswerCache(settings.cache.answer_ttl_seconds, settings.cache.answer_max_entries)
+        answers = MemoryAnswerCache(
+            settings.cache.answer_ttl_seconds,
+            settings.cache.answer_max_entries,
+            settings.cache.semantic_max_entries_per_scope,
+        )
     elif settings.cache.answers:
         logger.warning("answer cache off: a shared store needs RAGSERVE_REDIS__URL for a shared answer cache")
     return Caches(answers, LocalInvalidation())

@@ -5,6 +5,12 @@ that document; ``{p}:doc-gen:<document id>`` a counter bumped on every change to
 stored only if the generations of its documents are those read before it was generated (a Lua script checks
 and writes atomically), so an answer built from a document that changed meanwhile is never cached.
 
+Semantic matches: ``{p}:answer-vec:<scope>`` maps the keys of a scope's answers to their questions' vectors
+(float32 bytes), ``{p}:answer-used:<scope>`` orders them by last use; the same script stores them with the
+answer and drops the least recently used beyond the scope's limit, and those unused for a TTL. A lookup
+reads the scope's vectors, ranks them here and reads the best answers still there; a vector whose answer was
+dropped is deleted then.
+
 Invalidation: a pub/sub channel per topic; every replica's listener thread calls its local callbacks.
 All keys share one hash tag, so the scripts also work on a Redis Cluster.
 """
@@ -13,26 +19,50 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
+import numpy as np
 import redis
 
-from ragserve.cache.answers import decode_answer, encode_answer
+from ragserve.cache.answers import CachedAnswer, decode_entry, encode_entry
+from ragserve.cache.semantic import Vector, ranked_matches, unit
 from ragserve.domain import Answer
 
 logger = logging.getLogger(__name__)
 
+# Answers read per semantic lookup: the most similar live one wins, dead ones met on the way are dropped.
+_MAX_CANDIDATES = 8
+
 _PUT = """
-local n = (#KEYS - 1) / 2
+local n = tonumber(ARGV[3])
 for i = 1, n do
   local generation = redis.call('GET', KEYS[1 + i]) or '0'
-  if generation ~= ARGV[2 + i] then return 0 end
+  if generation ~= ARGV[3 + i] then return 0 end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 for i = 1, n do
   redis.call('SADD', KEYS[1 + n + i], KEYS[1])
   redis.call('EXPIRE', KEYS[1 + n + i], ARGV[2])
+end
+if #KEYS > 1 + 2 * n then
+  local vectors, used, member, now = KEYS[2 + 2 * n], KEYS[3 + 2 * n], ARGV[4 + n], tonumber(ARGV[6 + n])
+  local function drop(members)
+    for i = 1, #members, 1000 do
+      local part = {unpack(members, i, math.min(i + 999, #members))}
+      redis.call('ZREM', used, unpack(part))
+      redis.call('HDEL', vectors, unpack(part))
+    end
+  end
+  redis.call('HSET', vectors, member, ARGV[5 + n])
+  redis.call('ZADD', used, now, member)
+  -- unused for a TTL: their answers have expired
+  drop(redis.call('ZRANGEBYSCORE', used, '-inf', now - tonumber(ARGV[2]) * 1000000))
+  local over = redis.call('ZCARD', used) - tonumber(ARGV[7 + n])
+  if over > 0 then drop(redis.call('ZRANGE', used, 0, over - 1)) end
+  redis.call('EXPIRE', vectors, ARGV[2])
+  redis.call('EXPIRE', used, ARGV[2])
 end
 return 1
 """
@@ -56,17 +86,26 @@ def connect(url: str) -> redis.Redis:
 
 
 class RedisAnswerCache:
-    """Implements ``AnswerCache``."""
+    """Implements ``AnswerCache``. Semantic matches: each scope's question vectors are read whole and compared
+    here (numpy), so a scope holds at most ``semantic_max_entries_per_scope`` of them."""
 
-    def __init__(self, client: redis.Redis, prefix: str, ttl_seconds: float) -> None:
+    def __init__(
+        self, client: redis.Redis, prefix: str, ttl_seconds: float, semantic_max_entries_per_scope: int = 1000
+    ) -> None:
         self._client = client
         self._p = "{" + prefix + "}"
         self._ttl = max(1, int(ttl_seconds))
+        self._max_per_scope = semantic_max_entries_per_scope
         self._put = client.register_script(_PUT)
         self._invalidate = client.register_script(_INVALIDATE)
 
     def _gen_keys(self, document_ids: Sequence[str]) -> list[str]:
         return [f"{self._p}:doc-gen:{d}" for d in document_ids]
+
+    def _scope_keys(self, scope: str) -> tuple[str, str]:
+        """The scope's question vectors by answer key (a hash), and the answer keys by last use in microseconds
+        since the epoch (a sorted set)."""
+        return f"{self._p}:answer-vec:{scope}", f"{self._p}:answer-used:{scope}"
 
     def generations(self, document_ids: Sequence[str]) -> list[int]:
         if not document_ids:
@@ -74,17 +113,60 @@ class RedisAnswerCache:
         values = cast(list[bytes | None], self._client.mget(self._gen_keys(document_ids)))
         return [int(v) if v is not None else 0 for v in values]
 
-    def get(self, key: str) -> Answer | None:
+    def get(self, key: str) -> CachedAnswer | None:
         value = cast(bytes | None, self._client.get(f"{self._p}:answer:{key}"))
-        return None if value is None else decode_answer(value)
+        return None if value is None else decode_entry(value)
 
-    def put(self, key: str, answer: Answer, document_ids: Sequence[str], generations: Sequence[int]) -> bool:
+    def put(
+        self,
+        key: str,
+        answer: Answer,
+        document_ids: Sequence[str],
+        generations: Sequence[int],
+        *,
+        tokens: int = 0,
+        scope: str | None = None,
+        vector: Vector | None = None,
+    ) -> bool:
         documents = list(dict.fromkeys(document_ids))
         expected = dict(zip(document_ids, generations, strict=True))
         keys = [f"{self._p}:answer:{key}", *self._gen_keys(documents)]
         keys += [f"{self._p}:answer-doc:{d}" for d in documents]
-        args: list[Any] = [encode_answer(answer), self._ttl, *(str(expected[d]) for d in documents)]
+        args: list[Any] = [encode_entry(answer, tokens), self._ttl, len(documents)]
+        args += [str(expected[d]) for d in documents]
+        if scope is not None and vector is not None:
+            keys += self._scope_keys(scope)
+            args += [key, unit(vector).tobytes(), time.time_ns() // 1000, self._max_per_scope]
         return bool(self._put(keys=keys, args=args))
+
+    def find_similar(self, scope: str, vector: Vector, threshold: float) -> CachedAnswer | None:
+        vectors_key, used_key = self._scope_keys(scope)
+        stored = cast(dict[bytes, bytes], self._client.hgetall(vectors_key))
+        size = unit(vector).nbytes
+        rows = {member.decode(): raw for member, raw in stored.items() if len(raw) == size}
+        if not rows:
+            return None
+        matrix = np.frombuffer(b"".join(rows.values()), dtype=np.float32).reshape(len(rows), -1)
+        candidates = ranked_matches(list(rows), matrix, vector, threshold)[:_MAX_CANDIDATES]
+        if not candidates:
+            return None
+        values = cast(list[bytes | None], self._client.mget([f"{self._p}:answer:{k}" for k, _ in candidates]))
+        gone = []
+        found: CachedAnswer | None = None
+        for (key, similarity), value in zip(candidates, values, strict=True):
+            if value is None:
+                gone.append(key)  # its answer was dropped (a document changed) or expired: so is the match
+                continue
+            entry = decode_entry(value)
+            found = CachedAnswer(entry.answer, entry.tokens, similarity)
+            self._client.zadd(used_key, {key: time.time_ns() // 1000}, xx=True)
+            break
+        if gone:
+            with self._client.pipeline(transaction=False) as pipe:
+                pipe.hdel(vectors_key, *gone)
+                pipe.zrem(used_key, *gone)
+                pipe.execute()
+        return found
 
     def invalidate_documents(self, document_ids: Sequence[str]) -> int:
         documents = list(dict.fromkeys(document_ids))

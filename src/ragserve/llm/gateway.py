@@ -35,6 +35,7 @@ from ragserve.errors import (
 from ragserve.llm.breaker import CircuitBreaker
 from ragserve.llm.egress import EgressLimiter
 from ragserve.llm.llm import LLM, ChatMessage, Completion, GenerationOptions, Usage
+from ragserve.llm.metering import charge
 from ragserve.llm.prompts import estimate_tokens
 from ragserve.observability.metrics import LLM_FIRST_TOKEN, LLM_REQUESTS, LLM_TOKENS
 from ragserve.settings import LLMRetrySettings
@@ -71,6 +72,7 @@ class TokenLedger:
         )
         LLM_TOKENS.labels(provider=provider, principal=principal, kind="prompt").inc(usage.prompt_tokens)
         LLM_TOKENS.labels(provider=provider, principal=principal, kind="completion").inc(usage.completion_tokens)
+        charge(usage)  # to the answer being generated, if its caller meters it
 
 
 TokenCharge = Callable[[int], Awaitable[None]]

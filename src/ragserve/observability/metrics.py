@@ -37,7 +37,11 @@ INGEST_DOCUMENTS = Counter(
     "ragserve_ingest_documents_total", "Documents processed by ingestion, by outcome.", ["outcome"]
 )
 INGEST_CHUNKS = Counter("ragserve_ingest_chunks_total", "Chunks written by ingestion.")
-ANSWER_CACHE = Counter("ragserve_answer_cache_lookups_total", "Answer cache lookups by result.", ["result"])
+ANSWER_CACHE = Counter(
+    "ragserve_answer_cache_lookups_total",
+    "Answer cache lookups by result (hit, miss) and match (exact, semantic; none for a miss).",
+    ["result", "match"],
+)
 EMBEDDING_CACHE = Counter("ragserve_embedding_cache_lookups_total", "Embedding cache lookups by result.", ["result"])
 RETRIEVAL_DEGRADED = Counter(
     "ragserve_retrieval_degraded_total",
@@ -179,4 +183,9 @@ RATE_LIMIT_FAIL_OPEN = Counter(
     "ragserve_rate_limit_fail_open_total",
     "Limit and quota checks let through unchecked because the limiter's backend (Redis) failed, by check.",
     ["check"],
+)
+ANSWER_CACHE_SAVED_TOKENS = Counter(
+    "ragserve_answer_cache_saved_tokens_total",
+    "LLM tokens (prompt and completion) not spent because the answer came from the cache, by match.",
+    ["match"],
 )
