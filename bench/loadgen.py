@@ -129,17 +129,18 @@ async def closed_loop(
     seconds: float,
     on_tick: Callable[[float], None] | None = None,
     tick_seconds: float = 5.0,
+    timeout_seconds: float = 30.0,
 ) -> LoadResult:
     """``clients`` clients, each sending its next request as soon as the last one was answered, for
     ``seconds``. Every response other than 200 counts as an error, and so does a transport error or a
-    timeout (30 s). ``on_tick(elapsed)`` is called every ``tick_seconds`` (e.g. to sample memory)."""
+    timeout (``timeout_seconds``). ``on_tick(elapsed)`` is called every ``tick_seconds`` (e.g. to sample memory)."""
     schedule = [kind for kind in kinds for _ in range(kind.share)]
     result = LoadResult({k.name: [] for k in kinds}, {k.name: 0 for k in kinds})
     deadline = time.perf_counter() + seconds
 
     async def client_loop(n: int) -> None:
         limits = httpx.Limits(max_connections=1)
-        async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
+        async with httpx.AsyncClient(base_url=base, timeout=timeout_seconds, limits=limits) as client:
             sent = 0
             while time.perf_counter() < deadline:
                 # Each client cycles through the schedule; request bodies differ across clients.

@@ -12,8 +12,9 @@ pool of real sentences once, and chunk vectors are made from theirs:
   same corpus, until a random length of 250-1,200 tokens. Its title is the passage's title. Every document is a
   different mix, so chunks are distinct, while chunks of one passage stay near each other, as in a real corpus.
 * **Chunk vectors.** The real ingestion pipeline parses and chunks the documents (200 tokens, 40 overlapping);
-  ``PoolEmbedder`` then gives each chunk the normalised mean of its sentences' pool vectors, in place of the
-  model's forward pass. ``vector_fidelity`` compares that with the model's own vector of the chunk text.
+  ``PoolEmbedder`` then gives each chunk the normalised mean of its sentences' pool vectors (weighted by their
+  tokens), in place of the model's forward pass. ``vector_fidelity`` compares that with the model's own
+  vector of the chunk text.
 * **Queries.** Real questions from the datasets' ``queries.jsonl`` (never part of the corpora's text),
   embedded by the model.
 """
@@ -150,12 +151,14 @@ class DocumentFactory:
 
 class PoolEmbedder:
     """``Embedder`` for ingestion without the model's forward pass: a text's vector is the normalised mean of
-    the pool vectors of the sentences in it (the title line and any other unknown piece are left out). A text
-    with no pool sentence at all is embedded by the model. Queries always go to the model."""
+    the pool vectors of the sentences in it, weighted by their tokens (the title line and any other unknown
+    piece are left out). A text with no pool sentence at all is embedded by the model. Queries always go to
+    the model."""
 
     def __init__(self, pool: SentencePool, model: OnnxEmbedder) -> None:
         self._model = model
         self._vectors = pool.vectors
+        self._tokens = pool.tokens.astype(np.float32)
         self._index = {sentence: i for i, sentence in enumerate(pool.sentences)}
         self.texts = 0
         self.pieces = 0
@@ -183,7 +186,7 @@ class PoolEmbedder:
         for row, text in enumerate(texts):
             found = self.sentence_rows(text)
             if found:
-                mean = self._vectors[found].sum(axis=0)
+                mean = self._tokens[found] @ self._vectors[found]
                 out[row] = mean / np.linalg.norm(mean)
             else:
                 unknown.append(row)

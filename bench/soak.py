@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("--collection", default="bench")
     parser.add_argument("--answer-cache", action="store_true")
     parser.add_argument("--model-cache", type=Path, default=None, help="where the built model is kept")
+    parser.add_argument("--timeout-seconds", type=float, default=60.0, help="a slower answer counts as an error")
     parser.add_argument("--sample-seconds", type=float, default=5.0)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -127,6 +128,7 @@ def main() -> None:
                     args.minutes * 60,
                     on_tick=lambda t: samples.append((t, server.memory()["rss_mb"])),
                     tick_seconds=args.sample_seconds,
+                    timeout_seconds=args.timeout_seconds,
                 )
             )
             samples.append((result.seconds, server.memory()["rss_mb"]))
