@@ -504,8 +504,10 @@ def _replace_chunks(
 ) -> ChunkChanges:
     """Make the document's chunks in one index version be ``chunks``, keeping identical existing rows."""
     reusable: dict[tuple[str, int | None], list[int]] = {}
+    # "+collection_id" keeps SQLite on the document's index: left to itself it takes chunks_collection, which
+    # also yields ORDER BY id, and walks every chunk of the collection on each write.
     for cid, chash, page in conn.execute(
-        "SELECT id, content_hash, page FROM chunks WHERE document_id = ? AND collection_id = ? ORDER BY id",
+        "SELECT id, content_hash, page FROM chunks WHERE document_id = ? AND +collection_id = ? ORDER BY id",
         (document_id, index_id),
     ):
         reusable.setdefault((chash, page), []).append(cid)
