@@ -441,11 +441,12 @@ class SqliteStore:
             return []
         match = " OR ".join(f'"{term}"' for term in unique)
         clause, params = filter_clause(filters)
-        join = " JOIN documents d ON d.id = c.document_id" if filters else ""
         fts = fts_table(collection_id)
+        # Only filters need the chunk and document rows: joining them to every match (all are ranked) made an
+        # unfiltered search 3-4 times slower at 100,000 chunks (bench/scale.py).
+        join = f" JOIN chunks c ON c.id = {fts}.rowid JOIN documents d ON d.id = c.document_id" if filters else ""
         rows = self._db.connection().execute(
-            f"SELECT {fts}.rowid, bm25({fts}, ?, 1.0) AS rank FROM {fts} "
-            f"JOIN chunks c ON c.id = {fts}.rowid{join} "
+            f"SELECT {fts}.rowid, bm25({fts}, ?, 1.0) AS rank FROM {fts}{join} "
             f"WHERE {fts} MATCH ?{clause} ORDER BY rank LIMIT ?",
             [self._title_weight, match, *params, k],
         )
@@ -504,8 +505,10 @@ def _replace_chunks(
 ) -> ChunkChanges:
     """Make the document's chunks in one index version be ``chunks``, keeping identical existing rows."""
     reusable: dict[tuple[str, int | None], list[int]] = {}
+    # "+collection_id" keeps SQLite on the document's index: left to itself it takes chunks_collection, which
+    # also yields ORDER BY id, and walks every chunk of the collection on each write.
     for cid, chash, page in conn.execute(
-        "SELECT id, content_hash, page FROM chunks WHERE document_id = ? AND collection_id = ? ORDER BY id",
+        "SELECT id, content_hash, page FROM chunks WHERE document_id = ? AND +collection_id = ? ORDER BY id",
         (document_id, index_id),
     ):
         reusable.setdefault((chash, page), []).append(cid)
