@@ -282,7 +282,9 @@ def serve_and_measure(env: dict[str, str], queries: list[str], clients: int, sec
             request = [search_request(queries, COLLECTION, mode)]
             asyncio.run(closed_loop(server.base, request, 2, 5))  # warm-up: pages of the index and the tables
             one = asyncio.run(closed_loop(server.base, request, 1, seconds)).summary()
+            one["load_average_after"] = load_average()
             many = asyncio.run(closed_loop(server.base, request, clients, seconds)).summary()
+            many["load_average_after"] = load_average()
             out[mode] = {"one_client": one, f"{clients}_clients": many}
         out["memory_after_load"] = server.memory()
     return out
