@@ -117,7 +117,9 @@ async def test_stalled_provider_times_out_to_the_next(proxy: FaultProxy, llama: 
     final = items[-1]
     assert isinstance(final, Completion)
     assert final.provider == "secondary"
-    assert time.monotonic() - started < 10
+    # Without the timeouts the stalled provider would hold the stream forever; this bound only proves it did
+    # not (llama.cpp answering on 2 loaded cores can take several seconds).
+    assert time.monotonic() - started < 60
 
 
 async def test_stream_cut_midway_is_reported_not_retried(proxy: FaultProxy) -> None:
