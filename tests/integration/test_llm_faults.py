@@ -119,7 +119,7 @@ async def test_stalled_provider_times_out_to_the_next(proxy: FaultProxy, llama: 
     assert final.provider == "secondary"
     # Without the timeouts the stalled provider would hold the stream forever; this bound only proves it did
     # not (llama.cpp answering on 2 loaded cores can take several seconds).
-    assert time.monotonic() - started < 60
+    assert time.monotonic() - started < 180
 
 
 async def test_stream_cut_midway_is_reported_not_retried(proxy: FaultProxy) -> None:
