@@ -47,11 +47,12 @@ def children(pid: int | None = None) -> set[int]:
 
 
 def is_alive(pid: int) -> bool:
+    """Whether any thread of ``pid`` still runs: a killed process's leader turns zombie before its other threads end."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        return any("zombie" not in (task / "status").read_text() for task in tasks)
+    except FileNotFoundError:
         return False
-    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
 
 
 def restarts(cause: str) -> float:

@@ -259,7 +259,15 @@ class _ChildParser:
         )
 
     def is_alive(self) -> bool:
-        return self._process.poll() is None
+        """Not exited, and its reply pipe open: an idle child has nothing to say, so input or hang-up means death."""
+        if self._process.poll() is not None:
+            return False
+        stdout = self._process.stdout
+        if stdout is None or stdout.closed:
+            return False
+        poller = select.poll()
+        poller.register(stdout.fileno(), select.POLLIN)
+        return not poller.poll(0)
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
