@@ -88,6 +88,22 @@ class RetrievalSettings(BaseModel):
     hybrid_alpha: float = Field(default=0.5, ge=0.0, le=1.0, description="weight of the dense half")
     candidates: int = Field(default=100, ge=10, le=2000, description="hits taken from each half before fusion")
     rrf_k: int = Field(default=60, ge=1)
+    document_weight: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="z-score fusion: weight of the document-level fusion (each half's best chunk per document) "
+        "in a chunk's score; 0 fuses chunks alone",
+    )
+    dense_feedback_chunks: int = Field(
+        default=3,
+        ge=0,
+        le=50,
+        description="dense pseudo-relevance feedback (Rocchio): first-fusion chunks read (0: off)",
+    )
+    dense_feedback_weight: float = Field(
+        default=0.25, ge=0.0, le=2.0, description="how far the query vector moves towards those chunks' mean"
+    )
     title_weight: float = Field(default=1.0, gt=0.0, description="BM25 weight of title terms vs body terms")
     feedback_chunks: int = Field(
         default=0, ge=0, le=50, description="keyword pseudo-relevance feedback: chunks read (0: off; 5 measured best)"
@@ -112,8 +128,11 @@ class RetrievalOverrides(BaseModel):
     fusion: Literal["zscore", "rrf"] | None = None
     hybrid_alpha: float | None = Field(default=None, ge=0.0, le=1.0)
     rrf_k: int | None = Field(default=None, ge=1)
+    document_weight: float | None = Field(default=None, ge=0.0, le=1.0)
     candidates: int | None = Field(default=None, ge=10, le=2000)
     feedback_chunks: int | None = Field(default=None, ge=0, le=50)
+    dense_feedback_chunks: int | None = Field(default=None, ge=0, le=50)
+    dense_feedback_weight: float | None = Field(default=None, ge=0.0, le=2.0)
     feedback_terms: int | None = Field(default=None, ge=1, le=100)
     feedback_weight: float | None = Field(default=None, ge=0.0, le=1.0)
     feedback_from: Literal["keyword", "fused"] | None = None

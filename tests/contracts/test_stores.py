@@ -170,6 +170,18 @@ def test_keyword_search_filters_and_delete(backend: Backend) -> None:
         backend.store.delete_document(cats)
 
 
+def test_chunk_documents_maps_existing_chunks_to_their_documents(backend: Backend) -> None:
+    first = _ingest(backend, ["one", "two"])
+    second = _ingest(backend, ["three"])
+    ids = {doc: [c.id for c in backend.store.get_chunks(doc)] for doc in (first, second)}
+    missing = max(ids[first] + ids[second]) + 1000
+    found = backend.store.chunk_documents([*ids[first], *ids[second], missing])
+    assert found == {**dict.fromkeys(ids[first], first), **dict.fromkeys(ids[second], second)}
+    assert backend.store.chunk_documents([]) == {}
+    backend.store.delete_document(second)
+    assert backend.store.chunk_documents(ids[second]) == {}
+
+
 def test_collection_summaries_count_documents(backend: Backend) -> None:
     assert backend.store.summarize_collections() == []
     first = _ingest(backend, ["one"], external_id="1")

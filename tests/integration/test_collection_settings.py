@@ -27,8 +27,11 @@ def test_overrides_change_the_next_search(client: TestClient) -> None:
         "fusion": None,
         "hybrid_alpha": None,
         "rrf_k": None,
+        "document_weight": None,
         "candidates": None,
         "feedback_chunks": None,
+        "dense_feedback_chunks": None,
+        "dense_feedback_weight": None,
         "feedback_terms": None,
         "feedback_weight": None,
         "feedback_from": None,
@@ -41,8 +44,8 @@ def test_overrides_change_the_next_search(client: TestClient) -> None:
     result = client.post("/v1/search", json={"collection": "pets", "query": "sleepy cat"}).json()
     assert result["mode"] == "keyword"
 
-    # alpha = 1: the hybrid ranking is the dense ranking.
-    client.put("/v1/collections/pets/settings", json={"hybrid_alpha": 1.0})
+    # alpha = 1 without dense feedback: the hybrid ranking is the dense ranking.
+    client.put("/v1/collections/pets/settings", json={"hybrid_alpha": 1.0, "dense_feedback_chunks": 0})
     assert _ids(client, mode="hybrid") == _ids(client, mode="dense")
     assert client.post("/v1/search", json={"collection": "pets", "query": "x"}).json()["mode"] == "hybrid"
 

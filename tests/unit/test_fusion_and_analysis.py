@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ragserve.evaluation import mrr_at, ndcg_at, percentile, recall_at
-from ragserve.retrieval.fusion import rrf_fusion, zscore_fusion
+from ragserve.retrieval.fusion import best_per_document, document_fusion, rrf_fusion, zscore_fusion
 from ragserve.stores.analyzer import analyze
 
 
@@ -29,6 +29,27 @@ def test_zscore_fusion_handles_empty_and_constant_lists() -> None:
     assert zscore_fusion([], [], 0.5) == []
     assert [c for c, _ in zscore_fusion([(1, 0.5)], [], 0.5)] == [1]
     assert [c for c, _ in zscore_fusion([(1, 0.5), (2, 0.5)], [(2, 3.0), (1, 1.0)], 0.5)] == [2, 1]
+
+
+def test_best_per_document_keeps_each_documents_best_chunk() -> None:
+    document_of = {1: "a", 2: "a", 3: "b"}
+    assert sorted(best_per_document([(1, 0.2), (2, 0.7), (3, 0.5), (9, 0.9)], document_of)) == [("a", 0.7), ("b", 0.5)]
+
+
+def test_document_fusion_joins_two_half_matches_of_one_document() -> None:
+    # Document "a" matches the words in chunk 1 and the meaning in chunk 2; document "b"'s chunk 3 is second in
+    # both lists. Chunk-level fusion ranks chunk 3 first; at document level "a" holds the best of both halves.
+    document_of = {1: "a", 2: "a", 3: "b", 4: "c", 5: "d"}
+    dense = [(2, 0.9), (3, 0.8), (4, 0.3), (5, 0.2)]
+    keyword = [(1, 12.0), (3, 11.0), (5, 2.0), (4, 1.0)]
+    assert zscore_fusion(dense, keyword, 0.5)[0][0] == 3
+    fused = document_fusion(dense, keyword, document_of, alpha=0.5, weight=1.0)
+    assert [document_of[cid] for cid, _ in fused[:2]] == ["a", "a"]
+    assert {cid for cid, _ in fused} == {1, 2, 3, 4, 5}
+    # Weight 0 is chunk-level fusion; unknown documents' chunks are left out.
+    chunk_level = document_fusion(dense, keyword, document_of, alpha=0.5, weight=0.0)
+    assert chunk_level == [item for item in zscore_fusion(dense, keyword, 0.5)]
+    assert {cid for cid, _ in document_fusion(dense, keyword, {1: "a", 2: "a"}, 0.5, 0.5)} == {1, 2}
 
 
 def test_rrf_fusion_sums_reciprocal_ranks() -> None:

@@ -210,7 +210,7 @@ class RedisInvalidation:
         self._prefix = prefix
         self._callbacks: dict[str, list[Callable[[str], None]]] = {}
         self._lock = threading.Lock()
-        self._pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        self._pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,unused-ignore]
         self._thread: Any = None
 
     def _channel(self, topic: str) -> str:

@@ -8,7 +8,10 @@ import random
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+import numpy as np
+import numpy.typing as npt
 
 from ragserve.domain import DEFAULT_TENANT, IndexRoute, IndexVersion, SearchFilters, SearchMode, SearchResult
 from ragserve.embedding.protocol import Embedder
@@ -21,7 +24,7 @@ from ragserve.observability.metrics import (
     timed,
 )
 from ragserve.retrieval.feedback import add_feedback, expansion_terms
-from ragserve.retrieval.fusion import Scored, rrf_fusion, zscore_fusion
+from ragserve.retrieval.fusion import Scored, document_fusion, rrf_fusion, zscore_fusion
 from ragserve.retrieval.state import CollectionState
 from ragserve.settings import RetrievalOverrides, RetrievalSettings
 from ragserve.stores.analyzer import analyze
@@ -34,6 +37,9 @@ from ragserve.stores.protocol import (
 )
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Vector = npt.NDArray[np.float32]
 
 
 class SearchStore(DocumentStore, ChunkStore, KeywordIndex, CollectionSettingsStore, Protocol):
@@ -151,30 +157,36 @@ class Retriever:
             settings.feedback_from == "keyword",
         )
         dense_future = self._pool.submit(
-            contextvars.copy_context().run, self._dense, index_id, text, candidates, filters
+            contextvars.copy_context().run, self._embed_and_search, index_id, text, candidates, filters
         )
         keyword = self._outcome(keyword_future, "keyword")
-        dense = self._outcome(dense_future, "dense")
-        if keyword is None and dense is None:
+        dense_half = self._outcome(dense_future, "dense")
+        if keyword is None and dense_half is None:
             raise ServiceUnavailableError("both the keyword and the dense search failed")
-        if keyword is None or dense is None:
-            return Ranking((keyword or dense or [])[:n], degraded=True)
+        if keyword is None or dense_half is None:
+            return Ranking((keyword or (dense_half[1] if dense_half else []))[:n], degraded=True)
+        vector, dense = dense_half
         with timed("fuse"):
             fused = self._fuse(dense, keyword, settings)
+        # Feedback from the first fusion's best chunks, which both halves chose: the keyword half is extended
+        # with an expansion search, the dense half searched again from a query moved towards those chunks'
+        # vectors (Rocchio), and the two are fused again.
+        extended = keyword
         if settings.feedback_from == "fused" and settings.feedback_chunks > 0:
-            # Feedback from the first fusion's best chunks, which both halves chose: the keyword half is
-            # extended with the expansion search, then fused again.
-            terms = analyze(text)
-            extended = self._with_feedback(index_id, terms, keyword, fused, candidates, filters, settings)
+            extended = self._with_feedback(index_id, analyze(text), keyword, fused, candidates, filters, settings)
+        moved = self._with_dense_feedback(index_id, vector, dense, fused, candidates, filters, settings)
+        if extended is not keyword or moved is not dense:
             with timed("refuse"):
-                fused = self._fuse(dense, extended, settings)
+                fused = self._fuse(moved, extended, settings)
         return Ranking(fused[:n])
 
-    @staticmethod
-    def _fuse(dense: Scored, keyword: Scored, settings: RetrievalSettings) -> Scored:
+    def _fuse(self, dense: Scored, keyword: Scored, settings: RetrievalSettings) -> Scored:
         if settings.fusion == "rrf":
             return rrf_fusion([dense, keyword], settings.rrf_k)
-        return zscore_fusion(dense, keyword, settings.hybrid_alpha)
+        if settings.document_weight == 0:
+            return zscore_fusion(dense, keyword, settings.hybrid_alpha)
+        document_of = self._store.chunk_documents(list({cid for cid, _ in dense} | {cid for cid, _ in keyword}))
+        return document_fusion(dense, keyword, document_of, settings.hybrid_alpha, settings.document_weight)
 
     def _without_needless_acl(self, collection_id: str, filters: SearchFilters) -> SearchFilters:
         """The filters without their ACL condition when no document of the collection is restricted: the
@@ -183,7 +195,7 @@ class Retriever:
             return SearchFilters(filters.conditions)
         return filters
 
-    def _outcome(self, future: Future[Scored], half: str) -> Scored | None:
+    def _outcome(self, future: Future[T], half: str) -> T | None:
         try:
             return future.result(timeout=self._settings.half_timeout_seconds)
         except FutureTimeoutError:
@@ -226,16 +238,46 @@ class Retriever:
             return add_feedback(keyword, second, settings.feedback_weight, k)
 
     def _dense(self, index_id: str, text: str, k: int, filters: SearchFilters) -> Scored:
+        return self._embed_and_search(index_id, text, k, filters)[1]
+
+    def _embed_and_search(self, index_id: str, text: str, k: int, filters: SearchFilters) -> tuple[Vector, Scored]:
         with timed("embed"):
             vector = self._embedder.embed([text], kind="query")[0]
-        with timed("dense"):
-            if filters:
-                scored = self._index.search_filtered(index_id, vector, k, filters, self._store)
-            else:
-                scored = self._index.search(index_id, vector, k)
+        scored = self._vector_search(index_id, vector, k, filters)
         if scored:
             RETRIEVAL_TOP_SIMILARITY.observe(scored[0][1])
-        return scored
+        return vector, scored
+
+    def _vector_search(self, index_id: str, vector: Vector, k: int, filters: SearchFilters) -> Scored:
+        with timed("dense"):
+            if filters:
+                return self._index.search_filtered(index_id, vector, k, filters, self._store)
+            return self._index.search(index_id, vector, k)
+
+    def _with_dense_feedback(
+        self,
+        index_id: str,
+        vector: Vector,
+        dense: Scored,
+        source: Scored,
+        k: int,
+        filters: SearchFilters,
+        settings: RetrievalSettings,
+    ) -> Scored:
+        """The dense half searched again with the query moved towards the mean vector of ``source``'s best
+        chunks, by ``dense_feedback_weight`` (Rocchio); ``dense`` itself when that is off."""
+        if settings.dense_feedback_chunks == 0 or settings.dense_feedback_weight == 0 or not source:
+            return dense
+        with timed("dense_feedback"):
+            try:
+                centroid = self._store.chunk_vectors([cid for cid, _ in source[: settings.dense_feedback_chunks]])
+            except NotFoundError:  # a feedback chunk was deleted meanwhile: rank without feedback
+                return dense
+            moved = vector + settings.dense_feedback_weight * centroid.mean(axis=0)
+            norm = float(np.linalg.norm(moved))
+            if norm == 0:
+                return dense
+            return self._vector_search(index_id, (moved / norm).astype(np.float32), k, filters)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -443,6 +443,13 @@ class PostgresStore:
             ).fetchall()
         return {str(r[0]) for r in rows}
 
+    def chunk_documents(self, chunk_ids: Sequence[int]) -> dict[int, str]:
+        if not chunk_ids:
+            return {}
+        with self._db.replica() as conn:
+            rows = conn.execute("SELECT id, document_id FROM chunks WHERE id = ANY(%s)", (list(chunk_ids),)).fetchall()
+        return {int(cid): str(doc) for cid, doc in rows}
+
     def external_ids_of(self, chunk_ids: Sequence[int]) -> list[str]:
         """Documents' external ids (or ids) in order of their first chunk in ``chunk_ids``: max-passage."""
         if not chunk_ids:

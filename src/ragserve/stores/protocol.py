@@ -234,6 +234,10 @@ class ChunkStore(Protocol):
         """The stored vectors of ``ids``, one row each, in the given order."""
         ...
 
+    def chunk_documents(self, chunk_ids: Sequence[int]) -> dict[int, str]:
+        """The document id of each of ``chunk_ids`` that exists (for document-level fusion)."""
+        ...
+
 
 class KeywordIndex(Protocol):
     """BM25 keyword search over chunk title and text."""

@@ -481,6 +481,15 @@ class SqliteStore:
         )
         return {str(r[0]) for r in rows}
 
+    def chunk_documents(self, chunk_ids: Sequence[int]) -> dict[int, str]:
+        found: dict[int, str] = {}
+        conn = self._db.connection()
+        for batch in _batches(chunk_ids):
+            marks = ", ".join("?" for _ in batch)
+            rows = conn.execute(f"SELECT id, document_id FROM chunks WHERE id IN ({marks})", list(batch))
+            found.update((int(cid), str(doc)) for cid, doc in rows)
+        return found
+
     def external_ids_of(self, chunk_ids: Sequence[int]) -> list[str]:
         """Documents' external ids (or ids) in order of their first chunk in ``chunk_ids``: max-passage."""
         found: dict[int, str] = {}
