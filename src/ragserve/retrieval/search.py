@@ -166,8 +166,9 @@ class Retriever:
         if keyword is None or dense_half is None:
             return Ranking((keyword or (dense_half[1] if dense_half else []))[:n], degraded=True)
         vector, dense = dense_half
+        document_of: dict[int, str] = {}
         with timed("fuse"):
-            fused = self._fuse(dense, keyword, settings)
+            fused = self._fuse(dense, keyword, settings, document_of)
         # Feedback from the first fusion's best chunks, which both halves chose: the keyword half is extended
         # with an expansion search, the dense half searched again from a query moved towards those chunks'
         # vectors (Rocchio), and the two are fused again.
@@ -177,15 +178,18 @@ class Retriever:
         moved = self._with_dense_feedback(index_id, vector, dense, fused, candidates, filters, settings)
         if extended is not keyword or moved is not dense:
             with timed("refuse"):
-                fused = self._fuse(moved, extended, settings)
+                fused = self._fuse(moved, extended, settings, document_of)
         return Ranking(fused[:n])
 
-    def _fuse(self, dense: Scored, keyword: Scored, settings: RetrievalSettings) -> Scored:
+    def _fuse(self, dense: Scored, keyword: Scored, settings: RetrievalSettings, document_of: dict[int, str]) -> Scored:
+        """Fuse the halves; ``document_of`` caches the chunk -> document map across this query's fusions."""
         if settings.fusion == "rrf":
             return rrf_fusion([dense, keyword], settings.rrf_k)
         if settings.document_weight == 0:
             return zscore_fusion(dense, keyword, settings.hybrid_alpha)
-        document_of = self._store.chunk_documents(list({cid for cid, _ in dense} | {cid for cid, _ in keyword}))
+        unknown = ({cid for cid, _ in dense} | {cid for cid, _ in keyword}) - document_of.keys()
+        if unknown:
+            document_of.update(self._store.chunk_documents(sorted(unknown)))
         return document_fusion(dense, keyword, document_of, settings.hybrid_alpha, settings.document_weight)
 
     def _without_needless_acl(self, collection_id: str, filters: SearchFilters) -> SearchFilters:
