@@ -89,7 +89,7 @@ class RetrievalSettings(BaseModel):
     candidates: int = Field(default=100, ge=10, le=2000, description="hits taken from each half before fusion")
     rrf_k: int = Field(default=60, ge=1)
     document_weight: float = Field(
-        default=0.5,
+        default=0.9,
         ge=0.0,
         le=1.0,
         description="z-score fusion: weight of the document-level fusion (each half's best chunk per document) "
@@ -102,11 +102,17 @@ class RetrievalSettings(BaseModel):
         description="dense pseudo-relevance feedback (Rocchio): first-fusion chunks read (0: off)",
     )
     dense_feedback_weight: float = Field(
-        default=0.25, ge=0.0, le=2.0, description="how far the query vector moves towards those chunks' mean"
+        default=0.5, ge=0.0, le=2.0, description="how far the query vector moves towards those chunks' mean"
     )
     title_weight: float = Field(default=1.0, gt=0.0, description="BM25 weight of title terms vs body terms")
     feedback_chunks: int = Field(
-        default=0, ge=0, le=50, description="keyword pseudo-relevance feedback: chunks read (0: off; 5 measured best)"
+        default=5, ge=0, le=50, description="keyword pseudo-relevance feedback: chunks read (0: off; 5 measured best)"
+    )
+    feedback_max_postings: int = Field(
+        default=50_000,
+        ge=0,
+        description="the expansion search's cost bound: expansion terms are kept while the sum of the numbers of "
+        "chunks holding them stays under this (0: no bound)",
     )
     feedback_terms: int = Field(default=20, ge=1, le=100, description="expansion terms searched for")
     feedback_weight: float = Field(default=0.2, ge=0.0, le=1.0, description="weight of the expansion search")
@@ -134,6 +140,7 @@ class RetrievalOverrides(BaseModel):
     dense_feedback_chunks: int | None = Field(default=None, ge=0, le=50)
     dense_feedback_weight: float | None = Field(default=None, ge=0.0, le=2.0)
     feedback_terms: int | None = Field(default=None, ge=1, le=100)
+    feedback_max_postings: int | None = Field(default=None, ge=0)
     feedback_weight: float | None = Field(default=None, ge=0.0, le=1.0)
     feedback_from: Literal["keyword", "fused"] | None = None
 

@@ -182,6 +182,15 @@ def test_chunk_documents_maps_existing_chunks_to_their_documents(backend: Backen
     assert backend.store.chunk_documents(ids[second]) == {}
 
 
+def test_term_chunk_counts_count_the_chunks_holding_each_term(backend: Backend) -> None:
+    _ingest(backend, ["cats purr", "cats sleep all day"])
+    _ingest(backend, ["rockets burn fuel", "sleep"])
+    cid = backend.store.get_collection("c").id
+    counts = backend.store.term_chunk_counts(cid, [*analyze("cats sleep rockets"), "absent"])
+    assert counts == {"cat": 2, "sleep": 2, "rocket": 1}
+    assert backend.store.term_chunk_counts(cid, []) == {}
+
+
 def test_collection_summaries_count_documents(backend: Backend) -> None:
     assert backend.store.summarize_collections() == []
     first = _ingest(backend, ["one"], external_id="1")

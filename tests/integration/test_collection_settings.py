@@ -33,6 +33,7 @@ def test_overrides_change_the_next_search(client: TestClient) -> None:
         "dense_feedback_chunks": None,
         "dense_feedback_weight": None,
         "feedback_terms": None,
+        "feedback_max_postings": None,
         "feedback_weight": None,
         "feedback_from": None,
     }
@@ -70,13 +71,18 @@ def test_keyword_feedback_finds_documents_without_the_query_words(client: TestCl
         assert response.status_code == 200, response.text
         return [r["document_id"] for r in response.json()["results"]]
 
-    # Off by default. Turned on for the collection, the best chunk's other words (cider, orchard, fruit, autumn)
-    # find the press document, ranked below the one that has the query word; the rocket document shares none.
-    assert found() == ids[:1]
-    assert client.put("/v1/collections/orchard/settings", json={"feedback_chunks": 5}).status_code == 200
+    # On by default: the best chunk's other words (cider, orchard, fruit, autumn) find the press document,
+    # ranked below the one that has the query word; the rocket document shares none. Off for the collection,
+    # only the document with the query word is found.
     assert found() == ids[:2]
     assert client.put("/v1/collections/orchard/settings", json={"feedback_chunks": 0}).status_code == 200
     assert found() == ids[:1]
+    assert client.put("/v1/collections/orchard/settings", json={"feedback_chunks": 5}).status_code == 200
+    assert found() == ids[:2]
+    # A postings bound below the expansion terms' chunk counts drops them all.
+    assert client.put("/v1/collections/orchard/settings", json={"feedback_max_postings": 1}).status_code == 200
+    assert found() == ids[:1]
+    assert client.put("/v1/collections/orchard/settings", json={"feedback_max_postings": None}).status_code == 200
     assert client.put("/v1/collections/orchard/settings", json={"feedback_weight": 2}).status_code == 422
     assert client.put("/v1/collections/orchard/settings", json={"feedback_from": "dense"}).status_code == 422
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ragserve.retrieval.feedback import add_feedback, expansion_terms
+from ragserve.retrieval.feedback import add_feedback, expansion_terms, within_budget
 
 
 def test_expansion_terms_skip_the_query_and_follow_the_best_chunks() -> None:
@@ -32,3 +32,12 @@ def test_add_feedback_adds_weighted_scores_and_keeps_the_best_k() -> None:
     assert dict(mixed) == {1: 4.0, 2: 4.0, 3: 2.0}
     assert add_feedback(first, second, 0.2, 1) == [(1, 4.0)]
     assert add_feedback(first, [], 0.5, 5) == first
+
+
+def test_within_budget_keeps_terms_in_order_while_their_chunk_counts_fit() -> None:
+    counts = {"rare": 10, "common": 900, "mid": 80, "other": 15}
+    terms = ["common", "rare", "absent", "mid", "other"]
+    assert within_budget(terms, counts, 100) == ["rare", "mid"]  # "other" would pass the budget: skipped too
+    assert within_budget(terms, counts, 105) == ["rare", "mid", "other"]
+    assert within_budget(terms, counts, 0) == ["common", "rare", "mid", "other"]  # no bound; absent terms dropped
+    assert within_budget(terms, counts, 5) == []

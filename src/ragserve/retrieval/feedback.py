@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from ragserve.retrieval.fusion import Scored
 
@@ -45,3 +45,19 @@ def add_feedback(first: Scored, second: Scored, weight: float, k: int) -> Scored
     for cid, score in second:
         combined[cid] = combined.get(cid, 0.0) + weight * score
     return sorted(combined.items(), key=lambda item: (-item[1], item[0]))[:k]
+
+
+def within_budget(terms: Sequence[str], counts: Mapping[str, int], budget: int) -> list[str]:
+    """``terms`` in order, skipping any whose chunk count would take the running sum past ``budget``
+    (0: no limit) and any that no chunk holds. FTS5 and the PostgreSQL BM25 both score every chunk an OR-ed
+    term matches, so the sum of the terms' chunk counts is the expansion search's cost; on a large collection
+    the frequent terms (which also weigh least in BM25) are dropped first."""
+    kept: list[str] = []
+    total = 0
+    for term in terms:
+        count = counts.get(term, 0)
+        if count == 0 or (budget and total + count > budget):
+            continue
+        kept.append(term)
+        total += count
+    return kept

@@ -23,7 +23,7 @@ from ragserve.observability.metrics import (
     RETRIEVAL_TOP_SIMILARITY,
     timed,
 )
-from ragserve.retrieval.feedback import add_feedback, expansion_terms
+from ragserve.retrieval.feedback import add_feedback, expansion_terms, within_budget
 from ragserve.retrieval.fusion import Scored, document_fusion, rrf_fusion, zscore_fusion
 from ragserve.retrieval.state import CollectionState
 from ragserve.settings import RetrievalOverrides, RetrievalSettings
@@ -236,6 +236,9 @@ class Retriever:
             top = self._store.hits(source[: settings.feedback_chunks], filters.access)
             feedback = [(analyze(f"{hit.title or ''}\n{hit.section or ''}\n{hit.text}"), hit.score) for hit in top]
             extra = expansion_terms(feedback, set(terms), settings.feedback_terms)
+            if extra:
+                counts = self._store.term_chunk_counts(index_id, extra)
+                extra = within_budget(extra, counts, settings.feedback_max_postings)
             if not extra:
                 return keyword
             second = self._store.keyword_search(index_id, extra, k, filters)

@@ -403,6 +403,16 @@ class PostgresStore:
 
     # --- keyword search ---------------------------------------------------------------------------------
 
+    def term_chunk_counts(self, collection_id: str, terms: Sequence[str]) -> dict[str, int]:
+        if not terms:
+            return {}
+        with self._db.replica() as conn:
+            rows = conn.execute(
+                "SELECT term, count(*) FROM postings WHERE index_id = %s AND term = ANY(%s) GROUP BY term",
+                (collection_id, sorted(set(terms))),
+            ).fetchall()
+        return {str(term): int(count) for term, count in rows}
+
     def keyword_search(
         self, collection_id: str, terms: Sequence[str], k: int, filters: SearchFilters
     ) -> list[tuple[int, float]]:

@@ -248,6 +248,11 @@ class KeywordIndex(Protocol):
         """Up to ``k`` (chunk_id, score) pairs, best first, for analysed ``terms`` (any may match)."""
         ...
 
+    def term_chunk_counts(self, collection_id: str, terms: Sequence[str]) -> dict[str, int]:
+        """How many chunks of the index contain each of ``terms`` (absent terms are left out): what a keyword
+        search for them must read."""
+        ...
+
 
 class EmbeddingCache(Protocol):
     """Vectors keyed by model and text hash, so unchanged text is never embedded twice."""

@@ -453,6 +453,19 @@ class SqliteStore:
         # FTS5's bm25() is negated so that ascending order is best-first; flip it back.
         return [(int(cid), -float(rank)) for cid, rank in rows]
 
+    def term_chunk_counts(self, collection_id: str, terms: Sequence[str]) -> dict[str, int]:
+        unique = sorted(set(terms))
+        if not unique:
+            return {}
+        fts = fts_table(collection_id)
+        conn = self._db.connection()
+        # An fts5vocab table reads the FTS5 index's own term statistics; in the temp schema it costs no write
+        # to the database, and each connection makes its own once.
+        conn.execute(f'CREATE VIRTUAL TABLE IF NOT EXISTS temp."{fts}_terms" USING fts5vocab(main, "{fts}", row)')
+        marks = ", ".join("?" for _ in unique)
+        rows = conn.execute(f'SELECT term, doc FROM temp."{fts}_terms" WHERE term IN ({marks})', unique)
+        return {str(term): int(count) for term, count in rows}
+
     # --- embedding cache --------------------------------------------------------------------------------
 
     def get_vectors(self, keys: Sequence[str]) -> dict[str, bytes]:
