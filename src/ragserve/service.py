@@ -59,6 +59,7 @@ from ragserve.llm.prompts import PROMPT_VERSION
 from ragserve.llm.protocol import AnswerGenerator
 from ragserve.observability.metrics import ANSWER_CACHE, ANSWER_CACHE_SAVED_TOKENS, ANSWERS, timed
 from ragserve.observability.tracing import open_span, start_span
+from ragserve.retrieval.rerank import build_reranker
 from ragserve.retrieval.search import Retriever, SearchQuery, validate_query
 from ragserve.retrieval.state import CollectionState
 from ragserve.settings import RetrievalOverrides, RetrievalSettings, Settings
@@ -128,8 +129,15 @@ class RagService:
         )
         # Retrieval reuses the question's vector when the answer cache computed it (``_question_vector``).
         query_embedder = ReusingEmbedder(embedder)
+        self.reranker = build_reranker(settings.reranker)
         self.retriever = Retriever(
-            self.store, self.state, self.index, query_embedder, settings.retrieval, settings.default_collection
+            self.store,
+            self.state,
+            self.index,
+            query_embedder,
+            settings.retrieval,
+            settings.default_collection,
+            self.reranker,
         )
         builder = IndexBuilder(
             self.store, self.versions, embedding_cache, self.index, embedder, settings.index.build_batch_documents
@@ -213,6 +221,8 @@ class RagService:
                 await self._flusher
         await anyio.to_thread.run_sync(self.index.flush)
         self.retriever.close()
+        if self.reranker is not None:
+            self.reranker.close()
         await self.judge.aclose()
         if self.llm is not None:
             await self.llm.aclose()

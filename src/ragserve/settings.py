@@ -119,9 +119,22 @@ class RetrievalSettings(BaseModel):
     feedback_from: Literal["keyword", "fused"] = Field(
         default="fused", description="hybrid feedback chunks: the keyword half's best, or the first fusion's best"
     )
+    rerank_candidates: int = Field(
+        default=30, ge=0, le=200, description="fused chunks the reranker reorders, when one is configured (0: none)"
+    )
     half_timeout_seconds: float = Field(
         default=2.0, gt=0.0, description="a hybrid half slower than this is dropped (degraded answer)"
     )
+
+
+class RerankerSettings(BaseModel):
+    """A reranking server (``/v1/rerank``, e.g. llama.cpp ``--reranking`` or vLLM with a cross-encoder); off
+    unless ``base_url`` is set. ``retrieval.rerank_candidates`` chunks of the fused ranking are reordered."""
+
+    base_url: str | None = Field(default=None, description="e.g. http://reranker:8080/v1")
+    model: str = ""
+    api_key: SecretStr | None = None
+    timeout_seconds: float = Field(default=5.0, gt=0.0)
 
 
 class RetrievalOverrides(BaseModel):
@@ -143,6 +156,7 @@ class RetrievalOverrides(BaseModel):
     feedback_max_postings: int | None = Field(default=None, ge=0)
     feedback_weight: float | None = Field(default=None, ge=0.0, le=1.0)
     feedback_from: Literal["keyword", "fused"] | None = None
+    rerank_candidates: int | None = Field(default=None, ge=0, le=200)
 
     def apply(self, base: RetrievalSettings) -> RetrievalSettings:
         return base.model_copy(update=self.model_dump(exclude_none=True))
@@ -497,6 +511,7 @@ class Settings(BaseSettings):
     chunking: ChunkingSettings = ChunkingSettings()
     vector_index: VectorIndexSettings = VectorIndexSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
+    reranker: RerankerSettings = RerankerSettings()
     answer: AnswerSettings = AnswerSettings()
     jobs: JobSettings = JobSettings()
     parsing: ParsingSettings = ParsingSettings()

@@ -123,8 +123,9 @@ def test_an_answer_has_one_span_per_stage_under_its_answer_and_request_spans(
     assert request.attributes["ragserve.request_id"] == response.headers["x-request-id"]
     answer = only(spans, "ragserve.answer")
     assert parent_of(answer) == span_id(request)
-    # The keyword and dense halves ran in the retriever's thread pool, the search in an anyio worker thread.
-    for stage in ("embed", "keyword", "dense", "fuse", "load", "generate"):
+    # The keyword and dense halves ran in the retriever's thread pool, the search in an anyio worker thread;
+    # feedback and the second fusion ran in the search thread.
+    for stage in ("embed", "keyword", "dense", "fuse", "feedback", "dense_feedback", "refuse", "load", "generate"):
         assert parent_of(only(spans, f"ragserve.{stage}")) == span_id(answer), stage
     assert {s.context.trace_id for s in spans if s.context is not None} == {request.context.trace_id}
 

@@ -6,6 +6,7 @@ import pytest
 
 from ragserve.evaluation import mrr_at, ndcg_at, percentile, recall_at
 from ragserve.retrieval.fusion import best_per_document, document_fusion, rrf_fusion, zscore_fusion
+from ragserve.retrieval.rerank import rerank
 from ragserve.stores.analyzer import analyze
 
 
@@ -68,3 +69,15 @@ def test_metrics_match_hand_computed_values() -> None:
     assert mrr_at(["x"], relevant) == 0.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 95) == 4.0
+
+
+def test_rerank_reorders_the_head_and_keeps_the_tail_below_it() -> None:
+    ranking = [(1, 3.0), (2, 2.0), (3, 1.0), (4, 0.5)]
+    reranked = rerank(ranking, {1: "a", 2: "b", 3: "c"}, [0.1, 0.9, 0.5])
+    assert [cid for cid, _ in reranked] == [2, 3, 1, 4]
+    assert reranked[0][1] == 0.9
+    assert reranked[3][1] < 0.1
+    # A chunk the caller may not read (no text) is not sent, and keeps its fused place behind the head.
+    assert [cid for cid, _ in rerank(ranking, {1: "a", 3: "c"}, [0.2, 0.8])] == [3, 1, 2, 4]
+    with pytest.raises(ValueError, match="one reranker score per reranked chunk"):
+        rerank(ranking, {1: "a"}, [0.1, 0.2])

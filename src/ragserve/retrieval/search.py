@@ -25,6 +25,7 @@ from ragserve.observability.metrics import (
 )
 from ragserve.retrieval.feedback import add_feedback, expansion_terms, within_budget
 from ragserve.retrieval.fusion import Scored, document_fusion, rrf_fusion, zscore_fusion
+from ragserve.retrieval.rerank import Reranker, RerankError, rerank
 from ragserve.retrieval.state import CollectionState
 from ragserve.settings import RetrievalOverrides, RetrievalSettings
 from ragserve.stores.analyzer import analyze
@@ -92,8 +93,10 @@ class Retriever:
         embedder: Embedder,
         settings: RetrievalSettings,
         default_collection: str,
+        reranker: Reranker | None = None,
     ) -> None:
         self._store = store
+        self._reranker = reranker
         self.state = state
         self._index = index
         self._embedder = embedder
@@ -137,10 +140,21 @@ class Retriever:
 
         In hybrid mode the keyword half runs in a second thread while this one embeds the query. If one half
         fails or exceeds ``half_timeout_seconds``, the other half's ranking is returned with ``degraded``
-        set; if the only requested half fails, its error propagates."""
+        set; if the only requested half fails, its error propagates. A configured reranker then reorders the
+        best ``rerank_candidates``; if it fails, the ranking stays as fused, with ``degraded`` set."""
         settings = self.settings_for(collection_id)
-        candidates = max(settings.candidates, n)
         filters = self._without_needless_acl(collection_id, filters)
+        reranking = self._reranker is not None and settings.rerank_candidates > 0
+        wanted = max(n, settings.rerank_candidates) if reranking else n
+        ranking = self._ranked(index_id, text, wanted, filters, mode, settings)
+        if reranking:
+            ranking = self._reranked(text, ranking, filters, settings)
+        return Ranking(ranking.scored[:n], ranking.degraded)
+
+    def _ranked(
+        self, index_id: str, text: str, n: int, filters: SearchFilters, mode: SearchMode, settings: RetrievalSettings
+    ) -> Ranking:
+        candidates = max(settings.candidates, n)
         if mode == "keyword":
             return Ranking(self._keyword(index_id, text, candidates, filters, settings, True)[:n])
         if mode == "dense":
@@ -180,6 +194,23 @@ class Retriever:
             with timed("refuse"):
                 fused = self._fuse(moved, extended, settings, document_of)
         return Ranking(fused[:n])
+
+    def _reranked(self, text: str, ranking: Ranking, filters: SearchFilters, settings: RetrievalSettings) -> Ranking:
+        assert self._reranker is not None
+        head = ranking.scored[: settings.rerank_candidates]
+        if not head:
+            return ranking
+        with timed("rerank"):
+            # Only chunks the caller may read are sent (``hits`` checks the ACL); the others keep their place.
+            hits = self._store.hits(head, filters.access)
+            texts = {hit.chunk_id: "\n".join(filter(None, (hit.title, hit.text))) for hit in hits}
+            try:
+                scores = self._reranker.score(text, [texts[cid] for cid, _ in head if cid in texts])
+            except RerankError:
+                logger.exception("reranking failed; answering with the fused ranking")
+                RETRIEVAL_DEGRADED.labels(failed="rerank").inc()
+                return Ranking(ranking.scored, degraded=True)
+        return Ranking(rerank(ranking.scored, texts, scores), ranking.degraded)
 
     def _fuse(self, dense: Scored, keyword: Scored, settings: RetrievalSettings, document_of: dict[int, str]) -> Scored:
         """Fuse the halves; ``document_of`` caches the chunk -> document map across this query's fusions."""
@@ -250,16 +281,16 @@ class Retriever:
     def _embed_and_search(self, index_id: str, text: str, k: int, filters: SearchFilters) -> tuple[Vector, Scored]:
         with timed("embed"):
             vector = self._embedder.embed([text], kind="query")[0]
-        scored = self._vector_search(index_id, vector, k, filters)
+        with timed("dense"):
+            scored = self._vector_search(index_id, vector, k, filters)
         if scored:
             RETRIEVAL_TOP_SIMILARITY.observe(scored[0][1])
         return vector, scored
 
     def _vector_search(self, index_id: str, vector: Vector, k: int, filters: SearchFilters) -> Scored:
-        with timed("dense"):
-            if filters:
-                return self._index.search_filtered(index_id, vector, k, filters, self._store)
-            return self._index.search(index_id, vector, k)
+        if filters:
+            return self._index.search_filtered(index_id, vector, k, filters, self._store)
+        return self._index.search(index_id, vector, k)
 
     def _with_dense_feedback(
         self,
