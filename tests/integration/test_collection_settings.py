@@ -36,6 +36,7 @@ def test_overrides_change_the_next_search(client: TestClient) -> None:
         "feedback_max_postings": None,
         "feedback_weight": None,
         "feedback_from": None,
+        "rerank_candidates": None,
     }
     assert initial["effective"]["default_mode"] == "hybrid"
 
