@@ -40,7 +40,8 @@ def test_int8_codes_use_the_full_range_with_one_scale_per_vector() -> None:
     assert (np.abs(codes).max(axis=1) == 127).all()
     np.testing.assert_allclose(codes * scales[:, None], vectors, atol=float(scales.max()) / 2 + 1e-7)
     zero_codes, zero_scales = encode("int8", np.zeros((1, 8), dtype=np.float32))
-    assert not zero_codes.any() and np.isfinite(zero_scales).all()
+    assert not zero_codes.any()
+    assert np.isfinite(zero_scales).all()
 
 
 def test_binary_score_counts_the_signs_shared_with_the_query() -> None:
@@ -110,10 +111,8 @@ class StoredVectors:
 
     def __init__(self) -> None:
         self.rows: dict[int, np.ndarray] = {}
-        self.reads = 0
 
     def __call__(self, ids: Sequence[int]) -> np.ndarray:
-        self.reads += 1
         missing = [i for i in ids if i not in self.rows]
         if missing:
             raise NotFoundError(f"{len(missing)} chunk vectors not found")
@@ -152,8 +151,11 @@ def test_a_quantized_index_needs_stored_vectors_and_has_its_own_file(tmp_path: P
         index.upsert(cid, [1], _unit(1))
     index.flush()
     assert index_path(tmp_path, "a", "binary").exists()
-    assert index_path(tmp_path, "b", "f32") == tmp_path / "b.hnsw" and (tmp_path / "b.hnsw").exists()
+    assert index_path(tmp_path, "b", "f32") == tmp_path / "b.hnsw"
+    assert (tmp_path / "b.hnsw").exists()
     assert index_path(tmp_path, "c", "int8").exists()  # unknown to the database: the setting's precision
-    assert index.index_bytes("a") > 0 and index.memory_bytes("a") == 48 + 8 and index.memory_bytes("b") is None
+    assert index.index_bytes("a") > 0
+    assert index.memory_bytes("a") == 48 + 8
+    assert index.memory_bytes("b") is None
     index.drop("a")
     assert not index_path(tmp_path, "a", "binary").exists()
