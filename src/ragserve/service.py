@@ -70,7 +70,7 @@ from ragserve.taskqueue.factory import build_task_queue
 logger = logging.getLogger(__name__)
 
 
-def _index_precisions(settings: Settings) -> tuple[VectorPrecision, ...]:
+def index_precisions(settings: Settings) -> tuple[VectorPrecision, ...]:
     """The precisions index versions may have on this backend, the one new versions get by default first.
     PostgreSQL keeps one pgvector index for all chunks, so its versions have that index's precision."""
     if settings.store.backend == "postgres":
@@ -162,7 +162,7 @@ class RagService:
             self.state,
             embedder.model_id,
             settings.index,
-            precisions=_index_precisions(settings),
+            precisions=index_precisions(settings),
         )
         self.generator = generator
         self.llm: LLMGateway | None = None  # the LLM gateway behind ``generator``, if providers are configured
@@ -190,7 +190,7 @@ class RagService:
                 settings.chunking.max_tokens,
                 settings.chunking.overlap_tokens,
                 embedder.model_id,
-                _index_precisions(settings)[0],
+                index_precisions(settings)[0],
             )
             stores = open_stores(settings, config, embedder.dimension, claim)
         except BaseException:
