@@ -2,7 +2,7 @@
 of dense and hybrid search through ``ragserve eval``'s code path (``cli._evaluate``), and the latency of the
 index's own dense search.
 
-    python bench/vector_precision.py DATASET --data-dir DIR [--scale N] [--out results.json]
+    python bench/vector_precision.py DATASET --data-dir DIR [--scale N [--scale-only]] [--out results.json]
 
 ``DIR`` is a data directory into which ``ragserve eval DATASET`` ingested the dataset (its collection named after
 the dataset's folder). The script WRITES to it: run it on a copy. For each precision it sets the precision of the
@@ -154,6 +154,7 @@ def main() -> None:
     parser.add_argument("dataset", type=Path)
     parser.add_argument("--data-dir", type=Path, required=True, help="a COPY of an eval data directory")
     parser.add_argument("--scale", type=int, default=0, help="also time the index alone on this many vectors")
+    parser.add_argument("--scale-only", action="store_true", help="only that: no evaluation (DIR is only read)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     settings = Settings(data_dir=args.data_dir, jobs={"workers": 1})  # type: ignore[arg-type]
@@ -165,7 +166,7 @@ def main() -> None:
     result: dict[str, Any] = {"dataset": name, "queries": len(queries), "precisions": {}}
     reference: list[list[int]] | None = None
     try:
-        for precision in PRECISIONS:
+        for precision in () if args.scale_only else PRECISIONS:
             _set_precision(settings.database_path, index_id, precision, settings.index_dir)
             report, found = asyncio.run(_run_precision(settings, embedder, args.dataset, name, index_id, queries))
             reference = reference or found
@@ -173,7 +174,8 @@ def main() -> None:
             result["precisions"][precision] = report
             print(json.dumps({precision: report}), flush=True)
     finally:
-        _set_precision(settings.database_path, index_id, "f32", settings.index_dir)
+        if not args.scale_only:
+            _set_precision(settings.database_path, index_id, "f32", settings.index_dir)
     if args.scale:
         with sqlite3.connect(settings.database_path) as conn:
             blobs = conn.execute("SELECT vector FROM chunks WHERE collection_id = ?", (index_id,)).fetchall()
