@@ -38,7 +38,7 @@ def call(method: str, url: str, path: str, body: dict[str, Any] | None = None) -
 
 
 def _show(status: dict[str, Any]) -> None:
-    table = Table("version", "state", "chunking", "model", "built", "route")
+    table = Table("version", "state", "chunking", "model", "precision", "built", "route")
     for v in status["versions"]:
         route = []
         if v["version"] == status["active"]:
@@ -52,6 +52,7 @@ def _show(status: dict[str, Any]) -> None:
             v["state"] + (f" ({v['error']})" if v["error"] else ""),
             f"{v['max_tokens']}/{v['overlap_tokens']}",
             v["model"],
+            v.get("precision", "f32"),
             f"{v['built_documents']}/{v['total_documents']}",
             ", ".join(route),
         )
@@ -69,11 +70,14 @@ def create(
     collection: Collection,
     max_tokens: Annotated[int | None, typer.Option(help="chunk size in model tokens")] = None,
     overlap_tokens: Annotated[int | None, typer.Option(help="chunk overlap in model tokens")] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="vector precision: f32, f16, int8 or binary (rescored in f32)")
+    ] = None,
     wait: Annotated[bool, typer.Option(help="show progress until the build ends")] = True,
     url: Url = "http://127.0.0.1:8000",
 ) -> None:
     """Build a new index version in the background (unset options are copied from the active version)."""
-    body = {"max_tokens": max_tokens, "overlap_tokens": overlap_tokens}
+    body = {"max_tokens": max_tokens, "overlap_tokens": overlap_tokens, "precision": precision}
     version = call("POST", url, f"/v1/collections/{collection}/index/versions", body)
     console.print(f"building version {version['version']} of {collection}")
     if not wait:

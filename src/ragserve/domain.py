@@ -237,6 +237,11 @@ class IndexState(StrEnum):
     FAILED = "failed"
 
 
+# How an index version keeps its vectors for search: as stored (f32), or as compact codes whose top candidates
+# are rescored with the stored vectors (the embedded index: f16, int8, binary; pgvector: f16, binary).
+VectorPrecision = Literal["f32", "f16", "int8", "binary"]
+
+
 @dataclass(frozen=True, slots=True)
 class IndexConfig:
     """What makes one index version of a collection differ from another: how documents are chunked, which
@@ -245,7 +250,7 @@ class IndexConfig:
     max_tokens: int
     overlap_tokens: int
     model: str
-    precision: Literal["f32"] = "f32"
+    precision: VectorPrecision = "f32"
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,15 @@ from typing import Any
 
 import anyio.to_thread
 
-from ragserve.domain import DEFAULT_TENANT, IndexConfig, IndexRoute, IndexState, IndexVersion, SearchFilters
+from ragserve.domain import (
+    DEFAULT_TENANT,
+    IndexConfig,
+    IndexRoute,
+    IndexState,
+    IndexVersion,
+    SearchFilters,
+    VectorPrecision,
+)
 from ragserve.errors import ConflictError, InvalidRequestError, NotFoundError
 from ragserve.evaluation import ndcg_at
 from ragserve.ingest.reindex import IndexBuilder
@@ -74,6 +82,7 @@ class IndexLifecycle:
         state: CollectionState,
         model_id: str,
         settings: IndexVersionSettings,
+        precisions: tuple[VectorPrecision, ...] = ("f32",),
     ) -> None:
         self._store = store
         self._sources = sources
@@ -84,6 +93,7 @@ class IndexLifecycle:
         self._state = state
         self._model_id = model_id
         self._settings = settings
+        self._precisions = precisions
         self._builds: dict[str, tuple[asyncio.Task[None], threading.Event]] = {}
 
     async def start(self) -> None:
@@ -129,8 +139,10 @@ class IndexLifecycle:
         overlap_tokens: int | None,
         model: str | None,
         tenant: str = DEFAULT_TENANT,
+        precision: VectorPrecision | None = None,
     ) -> IndexVersion:
-        """A new version (unset fields copied from the active one), built in the background."""
+        """A new version (unset fields copied from the active one), built in the background. Raises
+        ``InvalidRequestError`` for a model not loaded or a precision this backend does not offer."""
         route, _ = await self.describe(collection, tenant)
         base = route.active.config
         config = replace(
@@ -138,8 +150,12 @@ class IndexLifecycle:
             max_tokens=base.max_tokens if max_tokens is None else max_tokens,
             overlap_tokens=base.overlap_tokens if overlap_tokens is None else overlap_tokens,
             model=model or self._model_id,
+            precision=base.precision if precision is None else precision,
         )
         _check_config(config, self._model_id)
+        if precision is not None and precision not in self._precisions:
+            offered = ", ".join(self._precisions)
+            raise InvalidRequestError(f"vector precision {precision!r} is not offered by this backend ({offered})")
         total = await anyio.to_thread.run_sync(self._sources.ready_document_count, route.active.collection_id)
         version = await anyio.to_thread.run_sync(
             self._versions.create_version, route.active.collection_id, config, total

@@ -39,6 +39,7 @@ from ragserve.domain import (
     Principal,
     SearchFilters,
     SearchResult,
+    VectorPrecision,
 )
 from ragserve.embedding.batching import MicroBatcher
 from ragserve.embedding.onnx import OnnxEmbedder
@@ -67,6 +68,15 @@ from ragserve.stores.factory import StoreSet, claim_data_dir, open_stores
 from ragserve.taskqueue.factory import build_task_queue
 
 logger = logging.getLogger(__name__)
+
+
+def index_precisions(settings: Settings) -> tuple[VectorPrecision, ...]:
+    """The precisions index versions may have on this backend, the one new versions get by default first.
+    PostgreSQL keeps one pgvector index for all chunks, so its versions have that index's precision."""
+    if settings.store.backend == "postgres":
+        return (settings.store.vector_precision,)
+    default = settings.vector_index.precision
+    return (default, *(p for p in ("f32", "f16", "int8", "binary") if p != default))
 
 
 def _micro_batcher(settings: Settings, embedder: Embedder) -> MicroBatcher | None:
@@ -152,6 +162,7 @@ class RagService:
             self.state,
             embedder.model_id,
             settings.index,
+            precisions=index_precisions(settings),
         )
         self.generator = generator
         self.llm: LLMGateway | None = None  # the LLM gateway behind ``generator``, if providers are configured
@@ -175,7 +186,12 @@ class RagService:
                 allow_spinning=settings.embedding.allow_spinning,
             )
             # New collections start with index version 1 under the service's chunking and model.
-            config = IndexConfig(settings.chunking.max_tokens, settings.chunking.overlap_tokens, embedder.model_id)
+            config = IndexConfig(
+                settings.chunking.max_tokens,
+                settings.chunking.overlap_tokens,
+                embedder.model_id,
+                index_precisions(settings)[0],
+            )
             stores = open_stores(settings, config, embedder.dimension, claim)
         except BaseException:
             if claim is not None:

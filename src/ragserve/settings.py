@@ -73,13 +73,22 @@ class ChunkingSettings(BaseModel):
 
 
 class VectorIndexSettings(BaseModel):
-    """HNSW parameters; ``exact_search_max`` is the filtered-candidate count below which search is exact."""
+    """HNSW parameters; ``exact_search_max`` is the filtered-candidate count below which search is exact.
+
+    ``precision`` is the embedded backend's precision for index versions created from now on (version 1 of a
+    new collection, and new versions unless their request names one): ``f32`` (the HNSW graph), or ``f16``,
+    ``int8``, ``binary`` codes whose ``max(k, rescore_min_candidates)`` best (binary: ``max(k * rescore_factor,
+    rescore_min_candidates)``) are rescored with the stored float32 vectors. An existing index version keeps the
+    precision it was built with."""
 
     m: int = Field(default=16, ge=4, le=128)
     ef_construction: int = Field(default=200, ge=16)
     ef_search: int = Field(default=128, ge=10)
     exact_search_max: int = Field(default=20_000, ge=0)
     save_interval_seconds: float = Field(default=30.0, gt=0)
+    precision: Literal["f32", "f16", "int8", "binary"] = "f32"
+    rescore_factor: int = Field(default=4, ge=1, le=100, description="binary: candidates rescored per hit wanted")
+    rescore_min_candidates: int = Field(default=100, ge=1, le=100_000, description="candidates rescored at least")
 
 
 class RetrievalSettings(BaseModel):

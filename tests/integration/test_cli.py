@@ -117,6 +117,8 @@ def test_index_commands_against_a_running_server(tmp_path: Path, model_cache: Pa
         assert httpx.get(f"{url}/v1/collections/sci/index").json()["active"] == 2
         run("rollback")
         assert httpx.get(f"{url}/v1/collections/sci/index").json()["active"] == 1
+        assert "version 3 is ready" in run("create", "--precision", "int8")
+        assert "int8" in run("status")
         refused = runner.invoke(app, ["index", "delete", "1", "--collection", "sci", "--url", url])
         assert refused.exit_code == 1
         assert "error (409)" in refused.output

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from ragserve.service import index_precisions
 from ragserve.settings import Settings
 
 
@@ -40,3 +41,14 @@ def test_postgres_settings_come_from_the_environment(monkeypatch: pytest.MonkeyP
 def test_a_pool_smaller_than_its_minimum_is_refused() -> None:
     with pytest.raises(ValidationError, match="pool_min_size"):
         Settings(store={"pool_min_size": 5, "pool_max_size": 2})  # type: ignore[arg-type]
+
+
+def testindex_precisions_follow_the_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert index_precisions(Settings()) == ("f32", "f16", "int8", "binary")
+    monkeypatch.setenv("RAGSERVE_VECTOR_INDEX__PRECISION", "int8")
+    assert index_precisions(Settings())[0] == "int8"  # new collections' version 1
+    with pytest.raises(ValidationError, match="precision"):
+        Settings(vector_index={"precision": "int4"})  # type: ignore[arg-type]
+    # PostgreSQL has one pgvector index for all chunks: its versions can only have its precision.
+    pg = Settings(store={"backend": "postgres", "postgres_url": "postgresql://db/rag", "vector_precision": "binary"})  # type: ignore[arg-type]
+    assert index_precisions(pg) == ("binary",)

@@ -140,11 +140,20 @@ def _open_sqlite(
     from ragserve.stores.sqlite_versions import SqliteIndexVersions
 
     db = SqliteDatabase(settings.database_path)
+    store = SqliteStore(db, config, title_weight=settings.retrieval.title_weight)
+    versions = SqliteIndexVersions(db)
+    index = HnswVectorIndex(
+        settings.index_dir,
+        dimension,
+        settings.vector_index,
+        precision_of=versions.precision_of,
+        full_vectors=store.chunk_vectors,
+    )
     return StoreSet(
-        store=SqliteStore(db, config, title_weight=settings.retrieval.title_weight),
+        store=store,
         jobs=SqliteJobStore(db, config, outbox),
-        versions=SqliteIndexVersions(db),
-        index=HnswVectorIndex(settings.index_dir, dimension, settings.vector_index),
+        versions=versions,
+        index=index,
         keys=SqliteApiKeys(db),
         audit=SqliteAuditLog(db),
         ping=lambda: db.connection().execute("SELECT 1").fetchone(),

@@ -10,7 +10,7 @@ import json
 import uuid
 from typing import Any
 
-from ragserve.domain import IndexConfig, IndexRoute, IndexState, IndexVersion
+from ragserve.domain import IndexConfig, IndexRoute, IndexState, IndexVersion, VectorPrecision
 from ragserve.errors import ConflictError, NotFoundError
 from ragserve.stores.codec import config_from_json, config_to_json
 from ragserve.stores.sqlite import delete_index_chunks
@@ -44,6 +44,12 @@ class SqliteIndexVersions:
             f"SELECT {_COLUMNS} FROM index_versions WHERE collection_id = ? ORDER BY version", (collection_id,)
         )
         return [_version(tuple(r)) for r in rows.fetchall()]
+
+    def precision_of(self, index_id: str) -> VectorPrecision | None:
+        """The precision an index version's vectors are searched at (None: no such version)."""
+        row = self._db.connection().execute("SELECT config FROM index_versions WHERE index_id = ?", (index_id,))
+        found = row.fetchone()
+        return None if found is None else config_from_json(str(found[0])).precision
 
     def live_versions(self, collection_id: str) -> list[IndexVersion]:
         return [v for v in self.list_versions(collection_id) if v.state is not IndexState.FAILED]

@@ -72,6 +72,9 @@ class CreateVersion(BaseModel):
     max_tokens: int | None = Field(default=None, ge=16, le=512)
     overlap_tokens: int | None = Field(default=None, ge=0, le=256)
     model: str | None = Field(default=None, max_length=200)
+    precision: Literal["f32", "f16", "int8", "binary"] | None = Field(
+        default=None, description="how the vectors are searched: int8 and binary codes are rescored in f32"
+    )
 
 
 class CanaryRequest(BaseModel):
@@ -137,7 +140,9 @@ async def create_version(
 ) -> IndexVersionPublic:
     """Start building a new version from the stored documents (chunk text and cached embeddings are reused);
     poll ``GET /index`` for progress. Ingestion keeps it current while it builds."""
-    version = await service.lifecycle.create(name, body.max_tokens, body.overlap_tokens, body.model, principal.tenant)
+    version = await service.lifecycle.create(
+        name, body.max_tokens, body.overlap_tokens, body.model, principal.tenant, precision=body.precision
+    )
     config = version.config
     await audit.record(
         "index.create",
@@ -146,6 +151,7 @@ async def create_version(
         max_tokens=config.max_tokens,
         overlap_tokens=config.overlap_tokens,
         model=config.model,
+        precision=config.precision,
     )
     return IndexVersionPublic.of(version)
 
