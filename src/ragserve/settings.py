@@ -123,9 +123,15 @@ class RetrievalOverrides(BaseModel):
 
 
 class AnswerSettings(BaseModel):
+    """Extractive answers: ``k`` contexts, at most ``max_sentences`` sentences and ``max_words`` words.
+    ``min_confidence``: abstain when the abstention model (``ragserve.llm.abstention``) gives the best sentence
+    less confidence than this of answering the question; 0 turns that off, higher abstains more. The default
+    was set on a tuning half of CLAP NQ dev (bench/README.md, "Abstention")."""
+
     k: int = Field(default=6, ge=1, le=50)
     max_sentences: int = Field(default=3, ge=1, le=20)
     max_words: int = Field(default=60, ge=5)
+    min_confidence: float = Field(default=0.45, ge=0.0, le=1.0)  # = DEFAULT_ABSTENTION.min_confidence
 
 
 class LLMProviderSettings(BaseModel):
