@@ -35,7 +35,7 @@ from ragserve.answer_evaluation import QAItem, score
 from ragserve.domain import SearchHit
 from ragserve.embedding.onnx import OnnxEmbedder
 from ragserve.embedding.protocol import EmbedKind, Vectors
-from ragserve.llm.abstention import AbstentionModel, answer_type
+from ragserve.llm.abstention import AbstentionModel, Evidence, answer_type
 from ragserve.llm.extractive import ExtractiveGenerator
 
 NEVER_ABSTAIN = AbstentionModel(min_confidence=0.0, bias=0.0, score_weight=0.0, coverage_weight=0.0, type_weight=0.0)
@@ -80,28 +80,30 @@ async def extract_features(paths: Sequence[Path], out: Path) -> None:
         with out.open("w", encoding="utf-8") as handle:
             for path in paths:
                 for line in path.read_text(encoding="utf-8").splitlines():
-                    row = json.loads(line)
-                    hits = _hits(row)
-                    evidence = generator.evidence(row["question"], hits)
-                    answer = await generator.generate(row["question"], hits)
-                    item = QAItem(
-                        row["id"], row["question"], tuple(row["answers"]), row["context_id"], row["answerable"]
-                    )
-                    record = score(item, answer, 0.0, row["has_spans"])
-                    features = {
-                        "id": row["id"],
-                        "dataset": "squad" if row["has_spans"] else "clapnq",
-                        "split": row["split"],
-                        "answerable": row["answerable"],
-                        "answer_type": answer_type(row["question"]).value,
-                        "answered": not answer.abstained,
-                        "gold_in_answer": record.gold_in_answer,
-                        "cites_gold_passage": record.cites_gold_passage,
-                        "score": evidence.score if evidence else 0.0,
-                        "coverage": evidence.coverage if evidence else 0.0,
-                        "has_answer_type": float(evidence.has_answer_type) if evidence else 0.0,
-                    }
+                    features = await _features(generator, json.loads(line))
                     handle.write(json.dumps(features) + "\n")
+
+
+async def _features(generator: ExtractiveGenerator, row: dict[str, Any]) -> dict[str, Any]:
+    """One question's evidence and its answer's outcome, as ``eval-answers`` scores it."""
+    hits = _hits(row)
+    evidence = generator.evidence(row["question"], hits)
+    answer = await generator.generate(row["question"], hits)
+    item = QAItem(row["id"], row["question"], tuple(row["answers"]), row["context_id"], row["answerable"])
+    record = score(item, answer, 0.0, row["has_spans"])
+    return {
+        "id": row["id"],
+        "dataset": "squad" if row["has_spans"] else "clapnq",
+        "split": row["split"],
+        "answerable": row["answerable"],
+        "answer_type": answer_type(row["question"]).value,
+        "answered": not answer.abstained,
+        "gold_in_answer": record.gold_in_answer,
+        "cites_gold_passage": record.cites_gold_passage,
+        "score": evidence.score if evidence else 0.0,
+        "coverage": evidence.coverage if evidence else 0.0,
+        "has_answer_type": float(evidence.has_answer_type) if evidence else 0.0,
+    }
 
 
 def _matrix(rows: Sequence[dict[str, Any]]) -> npt.NDArray[np.float64]:
@@ -138,7 +140,6 @@ def model_of(w: npt.NDArray[np.float64], threshold: float) -> AbstentionModel:
 
 def outcomes(rows: Sequence[dict[str, Any]], model: AbstentionModel) -> dict[str, Any]:
     """The eval-answers rates with abstention by ``model`` on top of the generator's own."""
-    from ragserve.llm.abstention import Evidence
 
     def kept(r: dict[str, Any]) -> bool:
         evidence = Evidence(r["score"], r["coverage"], bool(r["has_answer_type"]))
