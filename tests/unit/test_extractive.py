@@ -96,7 +96,8 @@ def embedder() -> HashedBagEmbedder:
     return HashedBagEmbedder()
 
 
-# The abstention model is calibrated on MiniLM's scores; with the stand-in embedder only min_score abstains.
+# The abstention model is calibrated on MiniLM's scores; with the stand-in embedder only min_score abstains,
+# whatever the default min_confidence.
 SCORE_ONLY = replace(DEFAULT_ABSTENTION, min_confidence=0.0)
 
 

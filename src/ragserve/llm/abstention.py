@@ -120,8 +120,11 @@ class AbstentionModel:
         return self.confidence(evidence) >= self.min_confidence
 
 
-# Fitted by bench/abstention_study.py on the tuning half of CLAP NQ dev (bench/README.md, "Abstention"). The
-# score carries nearly all the signal: confidence 0.45 is a best-sentence score of about 0.59-0.61.
+# Weights fitted by bench/abstention_study.py on the tuning half of CLAP NQ dev (bench/README.md, "Abstention").
+# The score carries nearly all the signal: confidence 0.45 is a best-sentence score of about 0.59-0.61, the
+# CLAP-tuned threshold, at which SQuAD loses 12 points of gold-in-answer. So the default is off (0), and
+# deployments whose questions are often unanswerable from their documents set answer.min_confidence.
+CLAP_TUNED_MIN_CONFIDENCE = 0.45
 DEFAULT_ABSTENTION = AbstentionModel(
-    min_confidence=0.45, bias=-7.9506, score_weight=12.7951, coverage_weight=0.258, type_weight=0.1067
+    min_confidence=0.0, bias=-7.9506, score_weight=12.7951, coverage_weight=0.258, type_weight=0.1067
 )
