@@ -12,8 +12,10 @@ signals tell the cases apart, both computed on the question's stemmed content wo
   date; a number; a capitalised name that is not one of the question's own words. Other questions pass.
 
 A logistic model over these and the sentence's blended score gives a confidence in 0..1; the generator abstains
-below a threshold. The weights were fitted on a tuning half of CLAP NQ dev (answerable against unanswerable) and
-the threshold set to keep SQuAD's answers; ``bench/abstention_study.py`` re-runs the fit.
+below ``answer.min_confidence``. The weights were fitted on a tuning half of CLAP NQ dev (answerable against
+unanswerable; ``bench/abstention_study.py`` re-runs the fit). The score carries nearly all the signal, and SQuAD's
+answer sentences score as low as CLAP NQ's same-topic non-answers, so no one threshold serves both: the default
+is off, and 0.45 is the CLAP-tuned choice (bench/README.md, "Abstention").
 """
 
 from __future__ import annotations
