@@ -172,9 +172,16 @@ class RetrievalOverrides(BaseModel):
 
 
 class AnswerSettings(BaseModel):
+    """Extractive answers: ``k`` contexts, at most ``max_sentences`` sentences and ``max_words`` words.
+    ``min_confidence``: abstain when the abstention model (``ragserve.llm.abstention``) gives the best sentence
+    less confidence than this of answering the question; 0 (the default) turns that off, higher abstains more.
+    0.45 was tuned on CLAP NQ, where it abstains on ~70% of unanswerable questions, but it also abstains on 21%
+    of SQuAD's answerable ones (bench/README.md, "Abstention")."""
+
     k: int = Field(default=6, ge=1, le=50)
     max_sentences: int = Field(default=3, ge=1, le=20)
     max_words: int = Field(default=60, ge=5)
+    min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)  # = DEFAULT_ABSTENTION.min_confidence
 
 
 class LLMProviderSettings(BaseModel):

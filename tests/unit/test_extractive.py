@@ -6,6 +6,7 @@ import re
 import threading
 import zlib
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import Stemmer
 from ragserve.domain import Answer, AnswerDelta, SearchHit
 from ragserve.embedding.onnx import OnnxEmbedder
 from ragserve.embedding.protocol import EmbedKind, Vectors
+from ragserve.llm.abstention import DEFAULT_ABSTENTION
 from ragserve.llm.extractive import ABSTENTION_TEXT, ExtractiveGenerator
 from ragserve.llm.protocol import AnswerGenerator
 from ragserve.llm.sentences import split_sentences
@@ -94,9 +96,14 @@ def embedder() -> HashedBagEmbedder:
     return HashedBagEmbedder()
 
 
+# The abstention model is calibrated on MiniLM's scores; with the stand-in embedder only min_score abstains,
+# whatever the default min_confidence.
+SCORE_ONLY = replace(DEFAULT_ABSTENTION, min_confidence=0.0)
+
+
 @pytest.fixture
 def generator(embedder: HashedBagEmbedder) -> ExtractiveGenerator:
-    return ExtractiveGenerator(embedder)
+    return ExtractiveGenerator(embedder, abstention=SCORE_ONLY)
 
 
 def markers(text: str) -> list[int]:
@@ -137,7 +144,7 @@ async def test_answer_quotes_the_sentence_that_answers_and_cites_its_chunk(
 
 
 async def test_answer_from_two_chunks_cites_each_in_context_order(embedder: HashedBagEmbedder) -> None:
-    generator = ExtractiveGenerator(embedder, min_score=0.0, relative_score=0.0)
+    generator = ExtractiveGenerator(embedder, min_score=0.0, relative_score=0.0, abstention=SCORE_ONLY)
 
     answer = await generator.generate("When was Python 3.0 released, and how tall is the Eiffel Tower?", CONTEXTS)
 
@@ -192,7 +199,7 @@ async def test_embeds_once_per_request_off_the_event_loop_thread(
 
 @pytest.mark.parametrize("max_words", [12, 25, 40])
 async def test_answer_respects_max_words(embedder: HashedBagEmbedder, max_words: int) -> None:
-    generator = ExtractiveGenerator(embedder, max_words=max_words, relative_score=0.0)
+    generator = ExtractiveGenerator(embedder, max_words=max_words, relative_score=0.0, abstention=SCORE_ONLY)
 
     answer = await generator.generate("Who built the Eiffel Tower, and how tall is the tower?", CONTEXTS)
 
@@ -201,7 +208,7 @@ async def test_answer_respects_max_words(embedder: HashedBagEmbedder, max_words:
 
 
 async def test_answer_respects_max_sentences(embedder: HashedBagEmbedder) -> None:
-    generator = ExtractiveGenerator(embedder, max_sentences=1, relative_score=0.0)
+    generator = ExtractiveGenerator(embedder, max_sentences=1, relative_score=0.0, abstention=SCORE_ONLY)
 
     answer = await generator.generate("Who built the Eiffel Tower, and how tall is the tower?", CONTEXTS)
 
@@ -209,7 +216,7 @@ async def test_answer_respects_max_sentences(embedder: HashedBagEmbedder) -> Non
 
 
 async def test_sentence_longer_than_max_words_is_cut(embedder: HashedBagEmbedder) -> None:
-    generator = ExtractiveGenerator(embedder, max_words=5)
+    generator = ExtractiveGenerator(embedder, max_words=5, abstention=SCORE_ONLY)
 
     answer = await generator.generate("How tall is the Eiffel Tower?", CONTEXTS)
 
@@ -359,7 +366,11 @@ def minilm(tmp_path_factory: pytest.TempPathFactory) -> OnnxEmbedder:
         ("how tall is the eiffel tower", "The tower is 330 metres tall", 2),
         ("Who made the first ascent of Everest?", "Tenzing Norgay and Edmund Hillary", 6),
         ("which elements did marie curie discover", "polonium and radium", 5),
-        ("Which country grows the most coffee?", "Brazil is the world's largest coffee producer", 7),
+        (
+            "Which country is the world's largest producer of coffee?",
+            "Brazil is the world's largest coffee producer",
+            7,
+        ),
         ("When did the reef become a World Heritage Site?", "selected as a World Heritage Site in 1981", 4),
     ],
 )

@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from ragserve.domain import Answer, AnswerDelta, Citation, SearchHit
 from ragserve.embedding.protocol import Embedder
+from ragserve.llm.abstention import DEFAULT_ABSTENTION, AbstentionModel, Evidence, answer_type, has_answer_type
 from ragserve.llm.sentences import ContentWords, split_sentences, strip_references
 
 ABSTENTION_TEXT = "I could not find an answer to this question in the documents."
@@ -41,6 +42,17 @@ class _Candidate:
     text: str
     words: int
     terms: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Scored:
+    """The candidates of a request with their vectors and blended scores, and the question's content words."""
+
+    candidates: list[_Candidate]
+    vectors: npt.NDArray[np.float32]
+    scores: npt.NDArray[np.float64]
+    question_terms: list[str]
+    idf: npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +88,7 @@ class ExtractiveGenerator:
         rank_weight: float = 0.1,
         relative_score: float = 0.9,
         duplicate_similarity: float = 0.95,
+        abstention: AbstentionModel = DEFAULT_ABSTENTION,
         name: str = "extractive",
     ) -> None:
         if max_sentences < 1 or max_words < 1:
@@ -93,6 +106,7 @@ class ExtractiveGenerator:
         self._rank_weight = rank_weight / total
         self._relative_score = relative_score
         self._duplicate_similarity = duplicate_similarity
+        self._abstention_model = abstention
         self._name = name
         self._content_words = ContentWords()
 
@@ -117,19 +131,46 @@ class ExtractiveGenerator:
             yield AnswerDelta(piece)
         yield answer
 
+    def evidence(self, question: str, contexts: Sequence[SearchHit]) -> Evidence | None:
+        """What the best sentence offers as an answer (None: the contexts have no sentence). Blocking: it
+        embeds every sentence; ``generate`` runs the same in a worker thread."""
+        scored = self._score(question, tuple(contexts))
+        return None if scored is None else self._evidence(question, tuple(contexts), scored)
+
     def _answer(self, question: str, contexts: tuple[SearchHit, ...]) -> Answer:
+        scored = self._score(question, contexts)
+        if scored is None:
+            return self._abstention()
+        picks = self._select(scored.candidates, scored.vectors, scored.scores)
+        if not picks or not self._abstention_model.is_answered(self._evidence(question, contexts, scored)):
+            return self._abstention()
+        return self._compose(picks, contexts)
+
+    def _score(self, question: str, contexts: tuple[SearchHit, ...]) -> _Scored | None:
         candidates = self._candidates(contexts)
         if not candidates:
-            return self._abstention()
+            return None
         query = self._embedder.embed([question], kind="query")[0]
         vectors = self._embedder.embed(
             [_embedding_text(contexts[c.context], c.text) for c in candidates], kind="document"
         )
-        scores = self._scores(question, candidates, vectors @ query)
-        picks = self._select(candidates, vectors, scores)
-        if not picks:
-            return self._abstention()
-        return self._compose(picks, contexts)
+        terms = sorted(self._content_words.of(question))
+        idf = _idf(terms, candidates)
+        return _Scored(candidates, vectors, self._scores(terms, idf, candidates, vectors @ query), terms, idf)
+
+    def _evidence(self, question: str, contexts: tuple[SearchHit, ...], scored: _Scored) -> Evidence:
+        """The best sentence's score, how much of the question its passage covers, and whether it holds a
+        phrase of the type asked for."""
+        best = int(np.argmax(scored.scores))  # the first of equals, as in _select
+        candidate = scored.candidates[best]
+        hit = contexts[candidate.context]
+        passage = self._content_words.of(f"{hit.title or ''} {hit.text}")
+        covered = np.array([term in passage for term in scored.question_terms], dtype=np.float64)
+        coverage = float(covered @ scored.idf / scored.idf.sum()) if scored.question_terms else 0.0
+        typed = has_answer_type(
+            answer_type(question), candidate.text, frozenset(scored.question_terms), self._content_words
+        )
+        return Evidence(float(scored.scores[best]), coverage, typed)
 
     def _candidates(self, contexts: tuple[SearchHit, ...]) -> list[_Candidate]:
         candidates: list[_Candidate] = []
@@ -145,10 +186,14 @@ class ExtractiveGenerator:
         return candidates
 
     def _scores(
-        self, question: str, candidates: list[_Candidate], similarity: npt.NDArray[np.float32]
+        self,
+        question_terms: list[str],
+        idf: npt.NDArray[np.float64],
+        candidates: list[_Candidate],
+        similarity: npt.NDArray[np.float32],
     ) -> npt.NDArray[np.float64]:
         """Blend cosine similarity, content-word overlap and the context-rank prior, per candidate."""
-        overlap = _weighted_overlap(sorted(self._content_words.of(question)), candidates)
+        overlap = _weighted_overlap(question_terms, idf, candidates)
         prior = np.array([1.0 / (1 + c.context) for c in candidates])
         blended: npt.NDArray[np.float64] = (
             self._dense_weight * similarity.astype(np.float64)
@@ -211,7 +256,16 @@ class ExtractiveGenerator:
         return Answer(text=ABSTENTION_TEXT, abstained=True, citations=(), generator=self._name)
 
 
-def _weighted_overlap(question_terms: list[str], candidates: list[_Candidate]) -> npt.NDArray[np.float64]:
+def _idf(question_terms: list[str], candidates: list[_Candidate]) -> npt.NDArray[np.float64]:
+    """Each question word's inverse frequency among the candidate sentences; highest for a word in none."""
+    present = np.array([[term in c.terms for term in question_terms] for c in candidates], dtype=np.float64)
+    idf: npt.NDArray[np.float64] = np.log((len(candidates) + 1) / (present.sum(axis=0) + 0.5))
+    return idf
+
+
+def _weighted_overlap(
+    question_terms: list[str], idf: npt.NDArray[np.float64], candidates: list[_Candidate]
+) -> npt.NDArray[np.float64]:
     """Per candidate, the share of the question's content words it contains, each word weighted by its
     inverse frequency among the candidates.
 
@@ -223,7 +277,6 @@ def _weighted_overlap(question_terms: list[str], candidates: list[_Candidate]) -
     if not question_terms:
         return np.zeros(len(candidates))
     present = np.array([[term in c.terms for term in question_terms] for c in candidates], dtype=np.float64)
-    idf = np.log((len(candidates) + 1) / (present.sum(axis=0) + 0.5))
     weighted: npt.NDArray[np.float64] = present @ idf / idf.sum()
     return weighted
 

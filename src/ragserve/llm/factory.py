@@ -3,10 +3,11 @@ extractive generator as the last resort, or the extractive generator alone when 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ragserve.embedding.protocol import Embedder
+from ragserve.llm.abstention import DEFAULT_ABSTENTION
 from ragserve.llm.breaker import CircuitBreaker
 from ragserve.llm.egress import EgressLimiter
 from ragserve.llm.extractive import ExtractiveGenerator
@@ -77,7 +78,10 @@ def build_gateway(settings: LLMSettings, model_cache_dir: Path) -> LLMGateway | 
 
 def build_generation(settings: Settings, embedder: Embedder) -> Generation:
     extractive = ExtractiveGenerator(
-        embedder, max_sentences=settings.answer.max_sentences, max_words=settings.answer.max_words
+        embedder,
+        max_sentences=settings.answer.max_sentences,
+        max_words=settings.answer.max_words,
+        abstention=replace(DEFAULT_ABSTENTION, min_confidence=settings.answer.min_confidence),
     )
     gateway = build_gateway(settings.llm, settings.model_cache_dir)
     if gateway is None:
