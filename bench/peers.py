@@ -16,7 +16,9 @@ when other work shares the cores, though a system that parallelises well pays fo
 Recall@100 / MRR@10, and peak RSS of the runner process (model, index and Python together), with the load
 average before and after each phase. Torch and ONNX Runtime intra-op threads are all set to ``--threads``
 (``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` too). ``--systems`` runs some of them and keeps the others' entries
-from the existing result file. Prints one JSON object and saves it to ``bench/results/peers-<dataset>.json``.
+from the existing result file; ``--concurrent`` runs them at the same time (for a busy machine: CPU times hold,
+wall times do not); ``--sample N`` indexes N documents, every judged one included.
+Prints one JSON object and saves it to ``bench/results/peers-<dataset>.json``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import shutil
 import subprocess
 import sys
@@ -67,8 +70,28 @@ def ensure_venv(venv: Path, packages: list[str]) -> Path:
     return python
 
 
-def run_runner(system: str, python: Path, args: argparse.Namespace, model: Path) -> dict[str, Any]:
-    """Run one system's runner in a fresh data directory; its report plus the process's peak RSS (wait4)."""
+def sample_dataset(dataset: Path, split: str, size: int, into: Path, seed: int = 0) -> Path:
+    """A BEIR dataset of ``size`` documents: every document judged for ``split``, then others drawn at random.
+
+    For a machine too busy to index the whole corpus three times; scores on it are higher than on the whole
+    corpus (fewer distractors), but the same for every system."""
+    _, qrels = read_queries(dataset, split)
+    judged = {doc for rel in qrels.values() for doc in rel}
+    lines = [line for line in (dataset / "corpus.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    ids = [str(json.loads(line)["_id"]) for line in lines]
+    others = [i for i, doc in enumerate(ids) if doc not in judged]
+    keep = {i for i, doc in enumerate(ids) if doc in judged}
+    keep |= set(random.Random(seed).sample(others, max(0, min(len(others), size - len(keep)))))
+    target = into / f"{dataset.name}-sample{size}"
+    (target / "qrels").mkdir(parents=True, exist_ok=True)
+    (target / "corpus.jsonl").write_text("".join(lines[i] + "\n" for i in sorted(keep)), encoding="utf-8")
+    shutil.copy(dataset / "queries.jsonl", target / "queries.jsonl")
+    shutil.copy(dataset / "qrels" / f"{split}.tsv", target / "qrels" / f"{split}.tsv")
+    return target
+
+
+def start_runner(system: str, python: Path, args: argparse.Namespace, model: Path) -> subprocess.Popen[bytes]:
+    """Start one system's runner on a fresh data directory."""
     data_dir = args.data_dir / system
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
@@ -85,16 +108,19 @@ def run_runner(system: str, python: Path, args: argparse.Namespace, model: Path)
         "PYTHONPATH": str(REPO / "src"),
     }
     command = ["nice", "-n", "10", str(python), str(BENCH / "peers" / f"{system}_runner.py")]
-    command += ["--dataset", str(args.dataset), "--model", str(model), "--threads", threads]
+    command += ["--dataset", str(args.dataset), "--split", args.split, "--model", str(model), "--threads", threads]
     command += ["--data-dir", str(data_dir), "--out", str(out)]
-    if args.limit is not None and system != "ragserve":
-        command += ["--limit", str(args.limit)]
     # The runners' own output (progress bars, library logs) goes to stderr: stdout is this script's JSON.
-    process = subprocess.Popen(command, env=env, stdout=sys.stderr)
+    return subprocess.Popen(command, env=env, stdout=sys.stderr)
+
+
+def finish_runner(system: str, process: subprocess.Popen[bytes], args: argparse.Namespace) -> dict[str, Any]:
+    """Wait for a runner; its report plus the process's peak RSS as the kernel counted it (wait4)."""
     _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{system} runner failed with status {os.waitstatus_to_exitcode(status)}")
-    report: dict[str, Any] = json.loads(out.read_text())
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"{system} runner failed with status {process.returncode}")
+    report: dict[str, Any] = json.loads((args.data_dir / f"{system}.json").read_text())
     report["peak_rss_mb_wait4"] = round(usage.ru_maxrss / 1024, 1)
     return report
 
@@ -123,6 +149,7 @@ def summarise(report: dict[str, Any], qrels: dict[str, dict[str, int]]) -> dict[
         "queries": len(latencies),
         **scores,
         "peak_rss_mb": report["peak_rss_mb_wait4"],
+        "degraded_queries": report.get("degraded_queries", 0),
         "detail": report,
     }
 
@@ -148,6 +175,24 @@ def ratios(systems: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
+def collect(
+    system: str,
+    process: subprocess.Popen[bytes],
+    args: argparse.Namespace,
+    qrels: dict[str, dict[str, int]],
+    errors: dict[str, str],
+) -> dict[str, Any]:
+    """The system's summary, or an empty one with the failure in ``errors``."""
+    try:
+        summary = summarise(finish_runner(system, process, args), qrels)
+    except RuntimeError as exc:
+        errors[system] = str(exc)
+        print(f"{system}: {exc}", file=sys.stderr, flush=True)
+        return {}
+    errors.pop(system, None)
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--dataset", type=Path, default=REPO.parent / "shared" / "datasets" / "scifact")
@@ -156,11 +201,14 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=None, help="default: VENV_DIR/runs")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
-    parser.add_argument("--limit", type=int, default=None, help="peers index only N documents (smoke test)")
+    parser.add_argument("--sample", type=int, default=None, help="index N documents (the judged ones first)")
+    parser.add_argument("--concurrent", action="store_true", help="run the systems at the same time")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     args.dataset = args.dataset.resolve()
     args.data_dir = (args.data_dir or args.venv_dir / "runs").resolve()
+    if args.sample is not None:
+        args.dataset = sample_dataset(args.dataset, args.split, args.sample, args.data_dir)
     out = args.out or RESULTS / f"peers-{args.dataset.name}.json"
     model = bundled_model_dir()
     _, qrels = read_queries(args.dataset, args.split)
@@ -169,16 +217,24 @@ def main() -> None:
     systems: dict[str, Any] = previous.get("systems", {})
     errors: dict[str, str] = previous.get("errors", {})
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "load_average_start": load_average()}
+    pythons: dict[str, Path] = {}
     for system in args.systems:
         try:
-            python = Path(sys.executable)
+            pythons[system] = Path(sys.executable)
             if system != "ragserve":
-                python = ensure_venv(args.venv_dir / f"venv-{system}", PEER_PACKAGES[system])
-            systems[system] = summarise(run_runner(system, python, args, model), qrels)
-            errors.pop(system, None)
-        except (RuntimeError, subprocess.CalledProcessError) as exc:
-            errors[system] = str(exc)
-            print(f"{system}: {exc}", file=sys.stderr, flush=True)
+                pythons[system] = ensure_venv(args.venv_dir / f"venv-{system}", PEER_PACKAGES[system])
+        except subprocess.CalledProcessError as exc:
+            errors[system] = f"install failed: {exc}"
+    # One after another, or (--concurrent) all at once: on a shared machine, less wall time for the set.
+    started: dict[str, subprocess.Popen[bytes]] = {}
+    for system in pythons:
+        started[system] = start_runner(system, pythons[system], args, model)
+        if not args.concurrent:
+            systems[system] = collect(system, started[system], args, qrels, errors)
+    for system, process in started.items():
+        if args.concurrent:
+            systems[system] = collect(system, process, args, qrels, errors)
+    systems = {name: summary for name, summary in systems.items() if summary}
     machine["load_average_end"] = load_average()
     result = {
         "dataset": args.dataset.name,
@@ -186,13 +242,13 @@ def main() -> None:
         "queries": len(qrels),
         "model": str(model),
         "threads": args.threads,
+        "concurrent": args.concurrent,
         "machine": machine,
         "systems": systems,
         "ratios": ratios(systems),
         "errors": errors,
     }
-    if args.limit is None:
-        out.write_text(json.dumps(result, indent=2) + "\n")
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

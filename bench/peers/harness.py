@@ -35,15 +35,13 @@ class Doc:
         return f"{self.title}\n{self.text}" if self.title else self.text
 
 
-def read_corpus(dataset: Path, limit: int | None) -> list[Doc]:
+def read_corpus(dataset: Path) -> list[Doc]:
     docs = []
     with (dataset / "corpus.jsonl").open(encoding="utf-8") as handle:
         for line in handle:
             if line.strip():
                 row = json.loads(line)
                 docs.append(Doc(str(row["_id"]), str(row.get("title") or ""), str(row.get("text") or "")))
-                if limit is not None and len(docs) >= limit:
-                    break
     return docs
 
 
@@ -68,7 +66,6 @@ def arguments(description: str) -> argparse.Namespace:
     parser.add_argument("--model", type=Path, required=True, help="the sentence-transformers model directory")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-dir", type=Path, required=True, help="an empty directory this runner may fill")
-    parser.add_argument("--limit", type=int, default=None, help="index only the first N documents (smoke test)")
     parser.add_argument("--out", type=Path, required=True)
     return parser.parse_args()
 

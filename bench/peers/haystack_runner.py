@@ -61,7 +61,7 @@ def main() -> None:
             "torch_threads": args.threads,
         },
     )
-    docs = read_corpus(args.dataset, args.limit)
+    docs = read_corpus(args.dataset)
     store = InMemoryDocumentStore()
 
     def load() -> tuple[Pipeline, Pipeline]:

@@ -26,7 +26,7 @@ def main() -> None:
         {p: version(p) for p in ("txtai", "torch", "sentence-transformers", "transformers", "faiss-cpu")},
         {"index": "Embeddings(hybrid=True, content=True), default backend and weights", "torch_threads": args.threads},
     )
-    docs = read_corpus(args.dataset, args.limit)
+    docs = read_corpus(args.dataset)
 
     def load() -> Embeddings:
         embeddings = Embeddings(path=str(args.model), method="sentence-transformers", hybrid=True, content=True)
