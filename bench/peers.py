@@ -207,9 +207,9 @@ def main() -> None:
     args = parser.parse_args()
     args.dataset = args.dataset.resolve()
     args.data_dir = (args.data_dir or args.venv_dir / "runs").resolve()
+    out = args.out or RESULTS / f"peers-{args.dataset.name}.json"
     if args.sample is not None:
         args.dataset = sample_dataset(args.dataset, args.split, args.sample, args.data_dir)
-    out = args.out or RESULTS / f"peers-{args.dataset.name}.json"
     model = bundled_model_dir()
     _, qrels = read_queries(args.dataset, args.split)
 
@@ -238,6 +238,7 @@ def main() -> None:
     machine["load_average_end"] = load_average()
     result = {
         "dataset": args.dataset.name,
+        "sample": args.sample,
         "split": args.split,
         "queries": len(qrels),
         "model": str(model),
