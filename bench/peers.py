@@ -107,6 +107,8 @@ def start_runner(system: str, python: Path, args: argparse.Namespace, model: Pat
         "HAYSTACK_TELEMETRY_ENABLED": "False",
         "PYTHONPATH": str(REPO / "src"),
     }
+    if args.omp_passive:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
     command = ["nice", "-n", "10", str(python), str(BENCH / "peers" / f"{system}_runner.py")]
     command += ["--dataset", str(args.dataset), "--split", args.split, "--model", str(model), "--threads", threads]
     command += ["--data-dir", str(data_dir), "--out", str(out)]
@@ -203,6 +205,11 @@ def main() -> None:
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
     parser.add_argument("--sample", type=int, default=None, help="index N documents (the judged ones first)")
     parser.add_argument("--concurrent", action="store_true", help="run the systems at the same time")
+    parser.add_argument(
+        "--omp-passive",
+        action="store_true",
+        help="OMP_WAIT_POLICY=PASSIVE: torch's idle OpenMP threads sleep, as ONNX Runtime's do in ragserve",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     args.dataset = args.dataset.resolve()
@@ -244,6 +251,7 @@ def main() -> None:
         "model": str(model),
         "threads": args.threads,
         "concurrent": args.concurrent,
+        "omp_wait_policy": "PASSIVE" if args.omp_passive else "(unset)",
         "machine": machine,
         "systems": systems,
         "ratios": ratios(systems),
