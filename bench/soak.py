@@ -93,6 +93,9 @@ def main() -> None:
     parser.add_argument("--model-cache", type=Path, default=None, help="where the built model is kept")
     parser.add_argument("--timeout-seconds", type=float, default=60.0, help="a slower answer counts as an error")
     parser.add_argument("--sample-seconds", type=float, default=5.0)
+    parser.add_argument("--probe", type=Path, default=None, help="run the server under memory_probe.py, lines here")
+    parser.add_argument("--tracemalloc", action="store_true", help="with --probe: trace the Python heap too")
+    parser.add_argument("--server-env", action="append", default=[], help="KEY=VALUE for the server, repeatable")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -105,15 +108,23 @@ def main() -> None:
         "RAGSERVE_EMBEDDING__CACHE_DIR": str(args.model_cache or work / "models"),
         "RAGSERVE_CACHE__ANSWERS": "true" if args.answer_cache else "false",
     }
+    env.update(item.split("=", 1) for item in args.server_env)
+    launcher = ["-m", "ragserve.cli"]
+    if args.probe is not None:
+        args.probe.unlink(missing_ok=True)
+        traced = ["--tracemalloc"] if args.tracemalloc else []
+        launcher = [str(Path(__file__).parent / "memory_probe.py"), str(args.probe), *traced, "--"]
     report: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_average_start": load_average()},
         "data": str(args.data_dir) if args.data_dir else "scifact slice (200 abstracts), ingested through the API",
         "clients": args.clients,
         "minutes": args.minutes,
         "answer_cache": args.answer_cache,
+        "server_env": args.server_env,
+        "probe": str(args.probe) if args.probe else None,
     }
     try:
-        with Server(env) as server:
+        with Server(env, launcher=launcher) as server:
             if args.data_dir is None:
                 docs = [DocumentInput("bench", d.id, d.title or None, d.text) for d in read_corpus(SLICE)]
                 report["ingestion"] = ingest(server.base, docs)
