@@ -63,19 +63,36 @@ _LIBC.free.argtypes = [ctypes.c_void_p]
 # The same shared library Python's sqlite3 module uses (it links libsqlite3.so.0 dynamically here).
 _SQLITE = ctypes.CDLL(ctypes.util.find_library("sqlite3"))
 _SQLITE.sqlite3_memory_used.restype = ctypes.c_int64
-_CONNECTIONS: weakref.WeakSet[sqlite3.Connection] = weakref.WeakSet()
 _MB = 1024 * 1024
+
+
+class _CountedConnection(sqlite3.Connection):
+    """A connection that can be weakly referenced (``sqlite3.Connection`` itself cannot)."""
+
+
+_CONNECTIONS: weakref.WeakSet[_CountedConnection] = weakref.WeakSet()
 
 
 def _count_connections() -> None:
     connect = sqlite3.connect
 
     def counted(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-        conn = connect(*args, **kwargs)
+        conn = connect(*args, factory=_CountedConnection, **kwargs)
         _CONNECTIONS.add(conn)
         return conn
 
     sqlite3.connect = counted  # type: ignore[assignment]
+
+
+def _open_connections() -> int:
+    count = 0
+    for conn in list(_CONNECTIONS):
+        try:
+            conn.total_changes  # noqa: B018 (raises once the connection is closed)
+        except sqlite3.ProgrammingError:
+            continue
+        count += 1
+    return count
 
 
 def _malloc_arenas() -> int:
@@ -100,9 +117,10 @@ def sample(started: float) -> dict[str, Any]:
     names = collections.Counter(re.sub(r"[-_]?\d+.*$", "", t.name) for t in threading.enumerate())
     return {
         "t": round(time.monotonic() - started, 1),
+        "unix": round(time.time(), 1),
         "rss_mb": round(_rss_mb(), 1),
         "sqlite_mb": round(_SQLITE.sqlite3_memory_used() / _MB, 1),
-        "sqlite_connections": len(_CONNECTIONS),
+        "sqlite_connections": _open_connections(),
         "python_traced_mb": round(tracemalloc.get_traced_memory()[0] / _MB, 1) if tracemalloc.is_tracing() else None,
         "malloc": {
             "in_use_mb": round(info.uordblks / _MB, 1),

@@ -12,6 +12,11 @@ so that every answer retrieves and generates (a repeated question would otherwis
 
 Prints one JSON object: per endpoint throughput, p50/p99 and errors, per minute the same, and the server's
 RSS at the start and the end, its peak, and its slope (least squares, MiB/min) after the warm-up.
+
+``--probe OUT.jsonl`` runs the server under ``memory_probe.py``, and the JSON gains ``probe``: SQLite's own memory
+and open connections, glibc malloc's heap and mmapped bytes, threads, and with ``--tracemalloc`` the Python heap,
+each at the start, after the warm-up and at the end, with its slope. (The tracemalloc snapshots taken for the
+``.top.txt`` file cost memory themselves: compare RSS between runs without ``--tracemalloc``.)
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import os
 import platform
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +89,38 @@ def memory_trend(samples: list[tuple[float, float]], warmup_seconds: float) -> d
     }
 
 
+def probe_trend(path: Path, load_started_unix: float, warmup_seconds: float) -> dict[str, Any]:
+    """The probe's samples (``memory_probe.py``) taken under load: each measure at the start of the load, after
+    the warm-up and at the end, and its slope (least squares, per minute) after the warm-up."""
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [row for row in lines if row["unix"] >= load_started_unix - 1]
+    measures = {
+        "rss_mb": lambda r: r["rss_mb"],
+        "sqlite_mb": lambda r: r["sqlite_mb"],
+        "sqlite_connections": lambda r: r["sqlite_connections"],
+        "python_traced_mb": lambda r: r["python_traced_mb"],
+        "malloc_in_use_mb": lambda r: r["malloc"]["in_use_mb"],
+        "malloc_free_in_heaps_mb": lambda r: r["malloc"]["free_in_heaps_mb"],
+        "malloc_mmapped_mb": lambda r: r["malloc"]["mmapped_mb"],
+        "malloc_arenas": lambda r: r["malloc"]["arenas"],
+        "os_threads": lambda r: r["os_threads"],
+    }
+    out: dict[str, Any] = {"samples": len(rows), "threads_at_end": rows[-1]["threads"] if rows else None}
+    after = [row for row in rows if row["unix"] - load_started_unix >= warmup_seconds]
+    for name, value in measures.items():
+        if not rows or value(rows[0]) is None:
+            continue
+        entry: dict[str, Any] = {"start": value(rows[0]), "after_warmup": value(after[0]) if after else None}
+        entry["end"] = value(rows[-1])
+        if len(after) >= 3:
+            minutes = np.array([row["unix"] - load_started_unix for row in after]) / 60
+            entry["slope_per_min_after_warmup"] = round(
+                float(np.polyfit(minutes, np.array([value(row) for row in after], dtype=float), 1)[0]), 3
+            )
+        out[name] = entry
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0)
@@ -129,6 +167,7 @@ def main() -> None:
                 docs = [DocumentInput("bench", d.id, d.title or None, d.text) for d in read_corpus(SLICE)]
                 report["ingestion"] = ingest(server.base, docs)
             samples: list[tuple[float, float]] = [(0.0, server.memory()["rss_mb"])]
+            load_started_unix = time.time()
             kinds = [search_request(questions, args.collection, None), answer_request(questions, args.collection)]
             kinds[0] = Request(kinds[0].name, kinds[0].path, kinds[0].body, share=3)
             result = asyncio.run(
@@ -150,6 +189,8 @@ def main() -> None:
     report["errors"] = sum(result.errors.values())
     report["per_minute"] = per_minute(result)
     report["memory"] = memory_trend(samples, warmup_seconds=min(120.0, args.minutes * 60 / 5))
+    if args.probe is not None:
+        report["probe"] = probe_trend(args.probe, load_started_unix, report["memory"]["warmup_seconds"])
     report["machine"]["load_average_end"] = load_average()
     text = json.dumps(report, indent=2)
     print(text)

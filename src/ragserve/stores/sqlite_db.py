@@ -299,7 +299,7 @@ class SqliteDatabase:
         self._available = threading.Condition()
         self._is_closed = False
         path.parent.mkdir(parents=True, exist_ok=True)
-        with self._write_lock, self.reading() as conn:
+        with self.reading() as conn, self._write_lock:
             # executescript commits on its own; the statements are idempotent.
             conn.executescript(_SCHEMA)
             _migrate(conn)
