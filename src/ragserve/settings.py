@@ -240,7 +240,7 @@ class StoreSettings(BaseModel):
     pool_max_size: int = Field(default=10, ge=1, le=200, description="connections at most per pool")
     vector_precision: Literal["f32", "f16", "binary"] = "f32"
     sqlite_connections: int = Field(default=8, ge=1, le=64, description="SQLite connections at most, all threads")
-    sqlite_cache_mb: int = Field(default=256, ge=8, description="SQLite page cache of all connections together")
+    sqlite_cache_mb: int = Field(default=64, ge=8, description="SQLite page cache of all connections together")
 
     @model_validator(mode="after")
     def _check_backend(self) -> StoreSettings:

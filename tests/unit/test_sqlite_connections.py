@@ -12,6 +12,8 @@ import pytest
 
 from ragserve.domain import IndexConfig
 from ragserve.errors import StoreError
+from ragserve.settings import Settings
+from ragserve.stores.factory import claim_data_dir, open_stores
 from ragserve.stores.sqlite import SqliteStore
 from ragserve.stores.sqlite_db import SqliteDatabase
 
@@ -107,3 +109,20 @@ def test_closing_closes_leased_connections_when_they_come_back(tmp_path: Path) -
     assert db.open_connections == 0
     with pytest.raises(StoreError, match="closed"):
         db.fetchone("SELECT 1")
+
+
+def test_the_store_settings_size_the_pool_and_its_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAGSERVE_STORE__SQLITE_CONNECTIONS", "2")
+    monkeypatch.setenv("RAGSERVE_STORE__SQLITE_CACHE_MB", "32")
+    settings = Settings(data_dir=tmp_path)
+    stores = open_stores(settings, CONFIG, 4, claim_data_dir(settings))
+    try:
+        store = stores.store
+        assert isinstance(store, SqliteStore)
+        db = store._db
+        assert db.fetchone("PRAGMA cache_size") == (-16 * 1024,)  # 32 MB over 2 connections
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda _: store.list_collections(), range(32)))
+        assert db.open_connections <= 2
+    finally:
+        stores.close()

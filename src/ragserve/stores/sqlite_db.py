@@ -282,7 +282,7 @@ class SqliteDatabase:
         self,
         path: Path,
         max_connections: int = 8,
-        cache_bytes: int = 256 * 1024 * 1024,
+        cache_bytes: int = 64 * 1024 * 1024,
         wait_seconds: float = 30.0,
     ) -> None:
         if max_connections < 1:
@@ -296,6 +296,7 @@ class SqliteDatabase:
         self._write_lock = threading.RLock()
         self._idle: list[sqlite3.Connection] = []
         self._opened: list[sqlite3.Connection] = []
+        self._opening = 0
         self._available = threading.Condition()
         self._is_closed = False
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -367,10 +368,9 @@ class SqliteDatabase:
                 if self._idle:
                     # The most recently used connection first: its page cache is the warmest.
                     return self._idle.pop()
-                if len(self._opened) < self._max_connections:
-                    conn = self._open()
-                    self._opened.append(conn)
-                    return conn
+                if len(self._opened) + self._opening < self._max_connections:
+                    self._opening += 1  # opened outside the lock: others may lease and give back meanwhile
+                    break
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise StoreError(
@@ -378,16 +378,30 @@ class SqliteDatabase:
                         f"{self._wait_seconds:g} s"
                     )
                 self._available.wait(left)
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = self._open()
+        finally:
+            with self._available:
+                self._opening -= 1
+                if conn is not None:
+                    self._opened.append(conn)
+                self._available.notify()
+        return conn
 
     def _give_back(self, conn: sqlite3.Connection) -> None:
+        is_usable = True
         if conn.in_transaction:  # a block that left a transaction open must not hand it to the next thread
-            conn.execute("ROLLBACK")
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                is_usable = False
         with self._available:
-            if self._is_closed:
+            if self._is_closed or not is_usable:
                 conn.close()
                 self._opened.remove(conn)
-                return
-            self._idle.append(conn)
+            else:
+                self._idle.append(conn)
             self._available.notify()
 
     def _open(self) -> sqlite3.Connection:
