@@ -58,7 +58,7 @@ def main() -> None:
     collection = store.get_collection(args.collection or args.dataset.resolve().name)
     halves = Halves(store, index, embedder, collection.id)
 
-    ext_rows = db.connection().execute(
+    ext_rows = db.fetchall(
         "SELECT c.id, coalesce(d.external_id, d.id) FROM chunks c JOIN documents d ON d.id = c.document_id "
         "WHERE c.collection_id = ?",
         (collection.id,),

@@ -42,14 +42,20 @@ def rss_mb(pid: int) -> dict[str, float]:
 
 
 class Server:
-    """``ragserve serve`` on a free port with ``env`` added to this process's environment."""
+    """``ragserve serve`` on a free port with ``env`` added to this process's environment. ``launcher`` runs the
+    CLI instead of ``-m ragserve.cli`` (e.g. ``memory_probe.py OUT.jsonl --``), with ``serve --port N`` after it."""
 
-    def __init__(self, env: dict[str, str], ready_timeout_seconds: float = 900.0) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        ready_timeout_seconds: float = 900.0,
+        launcher: Sequence[str] = ("-m", "ragserve.cli"),
+    ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         started = time.perf_counter()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ragserve.cli", "serve", "--port", str(self.port)],
+            [sys.executable, *launcher, "serve", "--port", str(self.port)],
             env={**os.environ, "RAGSERVE_SERVER__LOG_LEVEL": "warning", **env},
         )
         deadline = time.monotonic() + ready_timeout_seconds

@@ -169,14 +169,13 @@ class Study:
         settings = Settings()
         corpus = list(read_corpus(dataset))
         db = SqliteDatabase(settings.database_path)
-        conn = db.connection()
         name = dataset.resolve().name
-        (cid,) = conn.execute("SELECT active_index FROM collections WHERE name = ?", (name,)).fetchone()
-        rows = conn.execute(
+        (cid,) = db.fetchone("SELECT active_index FROM collections WHERE name = ?", (name,))
+        rows = db.fetchall(
             "SELECT d.external_id, d.title, c.section, c.text, c.vector FROM chunks c "
             "JOIN documents d ON d.id = c.document_id WHERE c.collection_id = ? ORDER BY c.id",
             (cid,),
-        ).fetchall()
+        )
         db.close()
         if embedded_only:
             # A corpus still being embedded: study the sub-corpus of the documents already in the store.

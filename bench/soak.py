@@ -12,6 +12,11 @@ so that every answer retrieves and generates (a repeated question would otherwis
 
 Prints one JSON object: per endpoint throughput, p50/p99 and errors, per minute the same, and the server's
 RSS at the start and the end, its peak, and its slope (least squares, MiB/min) after the warm-up.
+
+``--probe OUT.jsonl`` runs the server under ``memory_probe.py``, and the JSON gains ``probe``: SQLite's own memory
+and open connections, glibc malloc's heap and mmapped bytes, threads, and with ``--tracemalloc`` the Python heap,
+each at the start, after the warm-up and at the end, with its slope. (The tracemalloc snapshots taken for the
+``.top.txt`` file cost memory themselves: compare RSS between runs without ``--tracemalloc``.)
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import os
 import platform
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +89,38 @@ def memory_trend(samples: list[tuple[float, float]], warmup_seconds: float) -> d
     }
 
 
+def probe_trend(path: Path, load_started_unix: float, warmup_seconds: float) -> dict[str, Any]:
+    """The probe's samples (``memory_probe.py``) taken under load: each measure at the start of the load, after
+    the warm-up and at the end, and its slope (least squares, per minute) after the warm-up."""
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [row for row in lines if row["unix"] >= load_started_unix - 1]
+    measures = {
+        "rss_mb": lambda r: r["rss_mb"],
+        "sqlite_mb": lambda r: r["sqlite_mb"],
+        "sqlite_connections": lambda r: r["sqlite_connections"],
+        "python_traced_mb": lambda r: r["python_traced_mb"],
+        "malloc_in_use_mb": lambda r: r["malloc"]["in_use_mb"],
+        "malloc_free_in_heaps_mb": lambda r: r["malloc"]["free_in_heaps_mb"],
+        "malloc_mmapped_mb": lambda r: r["malloc"]["mmapped_mb"],
+        "malloc_arenas": lambda r: r["malloc"]["arenas"],
+        "os_threads": lambda r: r["os_threads"],
+    }
+    out: dict[str, Any] = {"samples": len(rows), "threads_at_end": rows[-1]["threads"] if rows else None}
+    after = [row for row in rows if row["unix"] - load_started_unix >= warmup_seconds]
+    for name, value in measures.items():
+        if not rows or value(rows[0]) is None:
+            continue
+        entry: dict[str, Any] = {"start": value(rows[0]), "after_warmup": value(after[0]) if after else None}
+        entry["end"] = value(rows[-1])
+        if len(after) >= 3:
+            minutes = np.array([row["unix"] - load_started_unix for row in after]) / 60
+            entry["slope_per_min_after_warmup"] = round(
+                float(np.polyfit(minutes, np.array([value(row) for row in after], dtype=float), 1)[0]), 3
+            )
+        out[name] = entry
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0)
@@ -93,6 +131,9 @@ def main() -> None:
     parser.add_argument("--model-cache", type=Path, default=None, help="where the built model is kept")
     parser.add_argument("--timeout-seconds", type=float, default=60.0, help="a slower answer counts as an error")
     parser.add_argument("--sample-seconds", type=float, default=5.0)
+    parser.add_argument("--probe", type=Path, default=None, help="run the server under memory_probe.py, lines here")
+    parser.add_argument("--tracemalloc", action="store_true", help="with --probe: trace the Python heap too")
+    parser.add_argument("--server-env", action="append", default=[], help="KEY=VALUE for the server, repeatable")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -105,19 +146,28 @@ def main() -> None:
         "RAGSERVE_EMBEDDING__CACHE_DIR": str(args.model_cache or work / "models"),
         "RAGSERVE_CACHE__ANSWERS": "true" if args.answer_cache else "false",
     }
+    env.update(item.split("=", 1) for item in args.server_env)
+    launcher = ["-m", "ragserve.cli"]
+    if args.probe is not None:
+        args.probe.unlink(missing_ok=True)
+        traced = ["--tracemalloc"] if args.tracemalloc else []
+        launcher = [str(Path(__file__).parent / "memory_probe.py"), str(args.probe), *traced, "--"]
     report: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_average_start": load_average()},
         "data": str(args.data_dir) if args.data_dir else "scifact slice (200 abstracts), ingested through the API",
         "clients": args.clients,
         "minutes": args.minutes,
         "answer_cache": args.answer_cache,
+        "server_env": args.server_env,
+        "probe": str(args.probe) if args.probe else None,
     }
     try:
-        with Server(env) as server:
+        with Server(env, launcher=launcher) as server:
             if args.data_dir is None:
                 docs = [DocumentInput("bench", d.id, d.title or None, d.text) for d in read_corpus(SLICE)]
                 report["ingestion"] = ingest(server.base, docs)
             samples: list[tuple[float, float]] = [(0.0, server.memory()["rss_mb"])]
+            load_started_unix = time.time()
             kinds = [search_request(questions, args.collection, None), answer_request(questions, args.collection)]
             kinds[0] = Request(kinds[0].name, kinds[0].path, kinds[0].body, share=3)
             result = asyncio.run(
@@ -139,6 +189,8 @@ def main() -> None:
     report["errors"] = sum(result.errors.values())
     report["per_minute"] = per_minute(result)
     report["memory"] = memory_trend(samples, warmup_seconds=min(120.0, args.minutes * 60 / 5))
+    if args.probe is not None:
+        report["probe"] = probe_trend(args.probe, load_started_unix, report["memory"]["warmup_seconds"])
     report["machine"]["load_average_end"] = load_average()
     text = json.dumps(report, indent=2)
     print(text)

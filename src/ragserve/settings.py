@@ -285,7 +285,9 @@ class StoreSettings(BaseModel):
     for one process. ``postgres``: PostgreSQL with pgvector, shared by any number of API and worker processes;
     ``postgres_read_urls`` are read replicas that searches may use (they tolerate replica lag).
     ``vector_precision`` picks the pgvector index: ``f32`` (the vectors as stored), ``f16`` (halfvec) or
-    ``binary`` (bit, with the top candidates rescored at full precision)."""
+    ``binary`` (bit, with the top candidates rescored at full precision). ``sqlite_connections`` bounds the
+    SQLite connections that all threads share, and ``sqlite_cache_mb`` their page caches together (each
+    connection keeps its own)."""
 
     backend: Literal["sqlite", "postgres"] = "sqlite"
     postgres_url: SecretStr | None = Field(default=None, description="e.g. postgresql://user:pass@host:5432/db")
@@ -293,6 +295,8 @@ class StoreSettings(BaseModel):
     pool_min_size: int = Field(default=1, ge=0, le=100, description="connections kept open per pool")
     pool_max_size: int = Field(default=10, ge=1, le=200, description="connections at most per pool")
     vector_precision: Literal["f32", "f16", "binary"] = "f32"
+    sqlite_connections: int = Field(default=8, ge=1, le=64, description="SQLite connections at most, all threads")
+    sqlite_cache_mb: int = Field(default=64, ge=8, description="SQLite page cache of all connections together")
 
     @model_validator(mode="after")
     def _check_backend(self) -> StoreSettings:

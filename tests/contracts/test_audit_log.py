@@ -133,6 +133,6 @@ def test_the_sqlite_table_is_added_to_an_existing_database_without_a_schema_bump
     db = SqliteDatabase(path)
     log = SqliteAuditLog(db)  # opening again keeps the rows
     assert [e.action for e in log.list_events(None, AuditFilters(), 10)] == ["key.create"]
-    version = db.connection().execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    version = db.fetchone("SELECT value FROM meta WHERE key = 'schema_version'")
     assert version == (str(SCHEMA_VERSION),)
     db.close()

@@ -61,7 +61,7 @@ def rabbit_client(make_settings: Any, embedder: OnnxEmbedder, queue_name: str) -
 
 def _chunk_count(client: TestClient) -> int:
     service = client.app.state.service  # type: ignore[attr-defined]
-    return int(service.store._db.connection().execute("SELECT count(*) FROM chunks").fetchone()[0])
+    return int(service.store._db.fetchone("SELECT count(*) FROM chunks")[0])
 
 
 def test_jobs_flow_through_the_broker_and_redelivery_duplicates_nothing(rabbit_client: TestClient) -> None:

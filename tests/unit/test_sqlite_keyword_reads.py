@@ -55,10 +55,11 @@ def test_unfiltered_keyword_search_reads_no_chunk_rows(tmp_path: Path) -> None:
     db, store, collection_id = _store(tmp_path)
     try:
         found: list[tuple[int, float]] = []
-        tables = _tables_read(
-            db.connection(),
-            lambda: found.extend(store.keyword_search(collection_id, analyze("statins"), 10, SearchFilters())),
-        )
+        with db.reading() as conn:  # the search, in this thread, reads through this lease
+            tables = _tables_read(
+                conn,
+                lambda: found.extend(store.keyword_search(collection_id, analyze("statins"), 10, SearchFilters())),
+            )
     finally:
         db.close()
     assert len(found) == 2  # the two chunks about statins

@@ -34,7 +34,7 @@ def test_schema_1_keyword_index_is_migrated(tmp_path: Path) -> None:
     store = SqliteStore(db, IndexConfig(200, 40, "m"))
     hits = store.keyword_search("0123456789abcdef0123456789abcdef", ["appl"], 10, SearchFilters())
     assert [cid for cid, _ in hits] == [7]
-    tables = {r[0] for r in db.connection().execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    tables = {r[0] for r in db.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert "chunks_fts" not in tables
     assert fts_table("0123456789abcdef0123456789abcdef") in tables
     # Schema 3: the collection's chunks become its index version 1, with the store's configuration.
@@ -78,5 +78,5 @@ def test_schema_5_collections_move_to_the_default_tenant(tmp_path: Path) -> None
     assert store.get_retrieval_overrides(found.id) == {"hybrid_alpha": 0.7}
     assert store.get_document("d").tenant == "default"
     assert store.ensure_collection("handbook", "acme").id != found.id  # the name is free in another tenant
-    assert db.connection().execute("PRAGMA foreign_key_check").fetchall() == []
+    assert db.fetchall("PRAGMA foreign_key_check") == []
     db.close()

@@ -54,7 +54,8 @@ def _write_document(db: SqliteDatabase, store: SqliteStore, jobs: SqliteJobStore
     (item,) = jobs.claim_items(1)
     parsed = ParsedDocument((TextBlock("x"),))
     write = DocumentWrite("Title", f"h{doc}", parsed, {item.collection_id: _chunks(doc, chunks)})
-    return _steps(db.connection(), lambda: store.write_document(item, write))
+    with db.reading() as conn:  # the write, in this thread, goes through this lease
+        return _steps(conn, lambda: store.write_document(item, write))
 
 
 def test_a_document_write_does_not_walk_the_collections_chunks(tmp_path: Path) -> None:

@@ -139,7 +139,9 @@ def _open_sqlite(
     from ragserve.stores.sqlite_keys import SqliteApiKeys
     from ragserve.stores.sqlite_versions import SqliteIndexVersions
 
-    db = SqliteDatabase(settings.database_path)
+    db = SqliteDatabase(
+        settings.database_path, settings.store.sqlite_connections, settings.store.sqlite_cache_mb * 1024 * 1024
+    )
     store = SqliteStore(db, config, title_weight=settings.retrieval.title_weight)
     versions = SqliteIndexVersions(db)
     index = HnswVectorIndex(
@@ -156,7 +158,7 @@ def _open_sqlite(
         index=index,
         keys=SqliteApiKeys(db),
         audit=SqliteAuditLog(db),
-        ping=lambda: db.connection().execute("SELECT 1").fetchone(),
+        ping=lambda: db.fetchone("SELECT 1"),
         closers=[db.close, lock.close],
         is_shared=False,
     )

@@ -161,23 +161,17 @@ class SqliteStore:
         return found
 
     def _find_collection(self, name: str, tenant: str) -> Collection | None:
-        row = (
-            self._db.connection()
-            .execute(
-                "SELECT id, name, created_at, tenant FROM collections WHERE tenant = ? AND name = ?", (tenant, name)
-            )
-            .fetchone()
+        row = self._db.fetchone(
+            "SELECT id, name, created_at, tenant FROM collections WHERE tenant = ? AND name = ?", (tenant, name)
         )
         return None if row is None else Collection(row[0], row[1], parse_time(row[2]), row[3])
 
     def list_collections(self) -> list[Collection]:
-        rows = self._db.connection().execute(
-            "SELECT id, name, created_at, tenant FROM collections ORDER BY tenant, name"
-        )
+        rows = self._db.fetchall("SELECT id, name, created_at, tenant FROM collections ORDER BY tenant, name")
         return [Collection(r[0], r[1], parse_time(r[2]), r[3]) for r in rows]
 
     def summarize_collections(self, tenant: str = DEFAULT_TENANT) -> list[CollectionSummary]:
-        rows = self._db.connection().execute(
+        rows = self._db.fetchall(
             "SELECT c.name, count(d.id) FROM collections c LEFT JOIN documents d ON d.collection_id = c.id "
             "WHERE c.tenant = ? GROUP BY c.id ORDER BY c.name",
             (tenant,),
@@ -185,8 +179,7 @@ class SqliteStore:
         return [CollectionSummary(name=r[0], document_count=int(r[1])) for r in rows]
 
     def get_retrieval_overrides(self, collection_id: str) -> dict[str, object]:
-        row = self._db.connection().execute("SELECT retrieval FROM collections WHERE id = ?", (collection_id,))
-        found = row.fetchone()
+        found = self._db.fetchone("SELECT retrieval FROM collections WHERE id = ?", (collection_id,))
         return {} if found is None else dict(json.loads(found[0]))
 
     def set_retrieval_overrides(self, collection_id: str, overrides: dict[str, object]) -> None:
@@ -201,23 +194,15 @@ class SqliteStore:
     # --- documents ---------------------------------------------------------------------------------------
 
     def get_document(self, document_id: str) -> Document:
-        row = (
-            self._db.connection()
-            .execute(f"SELECT {_DOCUMENT_COLUMNS} {_FROM_DOCUMENTS} WHERE d.id = ?", (document_id,))
-            .fetchone()
-        )
+        row = self._db.fetchone(f"SELECT {_DOCUMENT_COLUMNS} {_FROM_DOCUMENTS} WHERE d.id = ?", (document_id,))
         if row is None:
             raise NotFoundError(f"document {document_id!r} not found")
         return _document(row)
 
     def find_document(self, collection_id: str, external_id: str) -> Document | None:
-        row = (
-            self._db.connection()
-            .execute(
-                f"SELECT {_DOCUMENT_COLUMNS} {_FROM_DOCUMENTS} WHERE d.collection_id = ? AND d.external_id = ?",
-                (collection_id, external_id),
-            )
-            .fetchone()
+        row = self._db.fetchone(
+            f"SELECT {_DOCUMENT_COLUMNS} {_FROM_DOCUMENTS} WHERE d.collection_id = ? AND d.external_id = ?",
+            (collection_id, external_id),
         )
         return None if row is None else _document(row)
 
@@ -230,12 +215,13 @@ class SqliteStore:
             where, params = where + " AND c.name = ?", [*params, collection]
         clause, acl_params = acl_clause(access)
         where, params = where + clause, [*params, *acl_params]
-        conn = self._db.connection()
-        total = conn.execute(f"SELECT count(*) {_FROM_DOCUMENTS} {where}", params).fetchone()[0]
-        rows = conn.execute(
-            f"SELECT {_DOCUMENT_COLUMNS} {_FROM_DOCUMENTS} {where} ORDER BY d.created_at DESC, d.id LIMIT ? OFFSET ?",
-            [*params, limit, offset],
-        ).fetchall()
+        with self._db.reading() as conn:
+            total = conn.execute(f"SELECT count(*) {_FROM_DOCUMENTS} {where}", params).fetchone()[0]
+            rows = conn.execute(
+                f"SELECT {_DOCUMENT_COLUMNS} {_FROM_DOCUMENTS} {where} ORDER BY d.created_at DESC, d.id "
+                "LIMIT ? OFFSET ?",
+                [*params, limit, offset],
+            ).fetchall()
         return [_document(r) for r in rows], int(total)
 
     def set_acl(self, document_id: str, acl: Acl | None) -> None:
@@ -248,16 +234,16 @@ class SqliteStore:
             raise NotFoundError(f"document {document_id!r} not found")
 
     def tenant_chunk_count(self, tenant: str) -> int:
-        row = self._db.connection().execute(
+        row = self._db.fetchone(
             f"SELECT coalesce(sum(d.chunk_count), 0) {_FROM_DOCUMENTS} WHERE c.tenant = ?", (tenant,)
         )
-        return int(row.fetchone()[0])
+        return int(row[0])
 
     def has_restricted_documents(self, collection_id: str) -> bool:
-        row = self._db.connection().execute(
+        row = self._db.fetchone(
             "SELECT 1 FROM documents WHERE collection_id = ? AND restricted = 1 LIMIT 1", (collection_id,)
         )
-        return row.fetchone() is not None
+        return row is not None
 
     def delete_document(self, document_id: str) -> dict[str, list[int]]:
         with self._db.write() as conn:
@@ -275,7 +261,7 @@ class SqliteStore:
 
     def document_fingerprints(self, collection_id: str, filters: SearchFilters) -> list[DocumentFingerprint]:
         clause, params = filter_clause(filters)
-        rows = self._db.connection().execute(
+        rows = self._db.fetchall(
             "SELECT d.id, d.external_id, d.content_hash FROM documents d "
             f"WHERE d.collection_id = ? AND d.external_id IS NOT NULL{clause} ORDER BY d.external_id",
             [collection_id, *params],
@@ -324,15 +310,13 @@ class SqliteStore:
     # --- rebuilding an index version --------------------------------------------------------------------
 
     def ready_document_count(self, collection_id: str) -> int:
-        row = (
-            self._db.connection()
-            .execute("SELECT count(*) FROM documents WHERE collection_id = ? AND status = 'ready'", (collection_id,))
-            .fetchone()
+        row = self._db.fetchone(
+            "SELECT count(*) FROM documents WHERE collection_id = ? AND status = 'ready'", (collection_id,)
         )
         return int(row[0])
 
     def document_sources(self, collection_id: str, after: str | None, limit: int) -> list[DocumentSource]:
-        rows = self._db.connection().execute(
+        rows = self._db.fetchall(
             "SELECT id, title, content_hash, parsed FROM documents WHERE collection_id = ? AND status = 'ready' "
             "AND id > ? ORDER BY id LIMIT ?",
             (collection_id, after or "", limit),
@@ -344,7 +328,7 @@ class SqliteStore:
                 content_hash=str(r[2]),
                 parsed=None if r[3] is None else decode_parsed(bytes(r[3])),
             )
-            for r in rows.fetchall()
+            for r in rows
         ]
 
     def write_version_chunks(
@@ -364,7 +348,7 @@ class SqliteStore:
 
     def get_chunks(self, document_id: str) -> list[Chunk]:
         """The document's chunks in its collection's active index version."""
-        rows = self._db.connection().execute(
+        rows = self._db.fetchall(
             "SELECT c.id, c.document_id, c.ordinal, c.text, c.section, c.page, c.token_count, c.content_hash "
             "FROM chunks c JOIN documents d ON d.id = c.document_id JOIN collections k ON k.id = d.collection_id "
             "WHERE c.document_id = ? AND c.collection_id = k.active_index ORDER BY c.ordinal",
@@ -374,19 +358,19 @@ class SqliteStore:
 
     def hits(self, scored: Sequence[tuple[int, float]], access: Access | None = None) -> list[SearchHit]:
         found: dict[int, tuple[object, ...]] = {}
-        conn = self._db.connection()
         clause, params = acl_clause(access)
         if access is not None:
             clause += " AND d.collection_id IN (SELECT id FROM collections WHERE tenant = ?)"
             params = [*params, access.tenant]
-        for batch in _batches([cid for cid, _ in scored]):
-            marks = ", ".join("?" for _ in batch)
-            for row in conn.execute(
-                "SELECT c.id, c.document_id, d.external_id, d.title, d.source, c.text, d.metadata, c.section, "
-                f"c.page FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id IN ({marks}){clause}",
-                [*batch, *params],
-            ):
-                found[int(row[0])] = tuple(row)
+        with self._db.reading() as conn:
+            for batch in _batches([cid for cid, _ in scored]):
+                marks = ", ".join("?" for _ in batch)
+                for row in conn.execute(
+                    "SELECT c.id, c.document_id, d.external_id, d.title, d.source, c.text, d.metadata, c.section, "
+                    f"c.page FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id IN ({marks}){clause}",
+                    [*batch, *params],
+                ):
+                    found[int(row[0])] = tuple(row)
         hits = []
         for cid, score in scored:
             row = found.get(cid)
@@ -411,7 +395,7 @@ class SqliteStore:
 
     def chunk_ids(self, collection_id: str, filters: SearchFilters) -> list[int]:
         clause, params = filter_clause(filters)
-        rows = self._db.connection().execute(
+        rows = self._db.fetchall(
             f"SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.collection_id = ?{clause}",
             [collection_id, *params],
         )
@@ -419,11 +403,11 @@ class SqliteStore:
 
     def chunk_vectors(self, ids: Sequence[int]) -> Vectors:
         found: dict[int, bytes] = {}
-        conn = self._db.connection()
-        for batch in _batches(ids):
-            marks = ", ".join("?" for _ in batch)
-            for cid, blob in conn.execute(f"SELECT id, vector FROM chunks WHERE id IN ({marks})", list(batch)):
-                found[int(cid)] = blob
+        with self._db.reading() as conn:
+            for batch in _batches(ids):
+                marks = ", ".join("?" for _ in batch)
+                for cid, blob in conn.execute(f"SELECT id, vector FROM chunks WHERE id IN ({marks})", list(batch)):
+                    found[int(cid)] = blob
         missing = [cid for cid in ids if cid not in found]
         if missing:
             raise NotFoundError(f"{len(missing)} chunk vectors not found, e.g. {missing[0]}")
@@ -445,7 +429,7 @@ class SqliteStore:
         # Only filters need the chunk and document rows: joining them to every match (all are ranked) made an
         # unfiltered search 3-4 times slower at 100,000 chunks (bench/scale.py).
         join = f" JOIN chunks c ON c.id = {fts}.rowid JOIN documents d ON d.id = c.document_id" if filters else ""
-        rows = self._db.connection().execute(
+        rows = self._db.fetchall(
             f"SELECT {fts}.rowid, bm25({fts}, ?, 1.0) AS rank FROM {fts}{join} "
             f"WHERE {fts} MATCH ?{clause} ORDER BY rank LIMIT ?",
             [self._title_weight, match, *params, k],
@@ -458,24 +442,25 @@ class SqliteStore:
         if not unique:
             return {}
         fts = fts_table(collection_id)
-        conn = self._db.connection()
-        # An fts5vocab table reads the FTS5 index's own term statistics; in the temp schema it costs no write
-        # to the database, and each connection makes its own once.
-        conn.execute(f'CREATE VIRTUAL TABLE IF NOT EXISTS temp."{fts}_terms" USING fts5vocab(main, "{fts}", row)')
         marks = ", ".join("?" for _ in unique)
-        rows = conn.execute(f'SELECT term, doc FROM temp."{fts}_terms" WHERE term IN ({marks})', unique)
-        return {str(term): int(count) for term, count in rows}
+        with self._db.reading() as conn:
+            # An fts5vocab table reads the FTS5 index's own term statistics; in the temp schema it costs no
+            # write to the database, and each pooled connection makes its own once.
+            conn.execute(f'CREATE VIRTUAL TABLE IF NOT EXISTS temp."{fts}_terms" USING fts5vocab(main, "{fts}", row)')
+            rows = conn.execute(f'SELECT term, doc FROM temp."{fts}_terms" WHERE term IN ({marks})', unique)
+            return {str(term): int(count) for term, count in rows}
 
     # --- embedding cache --------------------------------------------------------------------------------
 
     def get_vectors(self, keys: Sequence[str]) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
-        conn = self._db.connection()
-        for i in range(0, len(keys), _SQL_VARIABLES_PER_QUERY):
-            batch = list(keys[i : i + _SQL_VARIABLES_PER_QUERY])
-            marks = ", ".join("?" for _ in batch)
-            for key, blob in conn.execute(f"SELECT key, vector FROM embedding_cache WHERE key IN ({marks})", batch):
-                found[str(key)] = bytes(blob)
+        with self._db.reading() as conn:
+            for i in range(0, len(keys), _SQL_VARIABLES_PER_QUERY):
+                batch = list(keys[i : i + _SQL_VARIABLES_PER_QUERY])
+                marks = ", ".join("?" for _ in batch)
+                query = f"SELECT key, vector FROM embedding_cache WHERE key IN ({marks})"
+                for key, blob in conn.execute(query, batch):
+                    found[str(key)] = bytes(blob)
         return found
 
     def put_vectors(self, items: Sequence[tuple[str, bytes]]) -> None:
@@ -487,7 +472,7 @@ class SqliteStore:
 
     def external_ids(self, collection: str) -> set[str]:
         """External ids of a collection's documents (empty if the collection does not exist)."""
-        rows = self._db.connection().execute(
+        rows = self._db.fetchall(
             "SELECT d.external_id FROM documents d JOIN collections c ON c.id = d.collection_id "
             "WHERE c.name = ? AND c.tenant = 'default' AND d.external_id IS NOT NULL",
             (collection,),
@@ -496,25 +481,25 @@ class SqliteStore:
 
     def chunk_documents(self, chunk_ids: Sequence[int]) -> dict[int, str]:
         found: dict[int, str] = {}
-        conn = self._db.connection()
-        for batch in _batches(chunk_ids):
-            marks = ", ".join("?" for _ in batch)
-            rows = conn.execute(f"SELECT id, document_id FROM chunks WHERE id IN ({marks})", list(batch))
-            found.update((int(cid), str(doc)) for cid, doc in rows)
+        with self._db.reading() as conn:
+            for batch in _batches(chunk_ids):
+                marks = ", ".join("?" for _ in batch)
+                rows = conn.execute(f"SELECT id, document_id FROM chunks WHERE id IN ({marks})", list(batch))
+                found.update((int(cid), str(doc)) for cid, doc in rows)
         return found
 
     def external_ids_of(self, chunk_ids: Sequence[int]) -> list[str]:
         """Documents' external ids (or ids) in order of their first chunk in ``chunk_ids``: max-passage."""
         found: dict[int, str] = {}
-        conn = self._db.connection()
-        for batch in _batches(chunk_ids):
-            marks = ", ".join("?" for _ in batch)
-            for cid, ext, doc in conn.execute(
-                "SELECT c.id, d.external_id, d.id FROM chunks c JOIN documents d ON d.id = c.document_id "
-                f"WHERE c.id IN ({marks})",
-                list(batch),
-            ):
-                found[int(cid)] = str(ext if ext is not None else doc)
+        with self._db.reading() as conn:
+            for batch in _batches(chunk_ids):
+                marks = ", ".join("?" for _ in batch)
+                for cid, ext, doc in conn.execute(
+                    "SELECT c.id, d.external_id, d.id FROM chunks c JOIN documents d ON d.id = c.document_id "
+                    f"WHERE c.id IN ({marks})",
+                    list(batch),
+                ):
+                    found[int(cid)] = str(ext if ext is not None else doc)
         ranked: dict[str, None] = {}
         for cid in chunk_ids:
             if cid in found:

@@ -98,8 +98,8 @@ class SqliteAuditLog:
             where.append("occurred_at >= ?")
             params.append(_time(filters.since))
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self._db.connection().execute(
+        rows = self._db.fetchall(
             f"SELECT {_COLUMNS} FROM audit_events {clause} ORDER BY occurred_at DESC, id DESC LIMIT ?",
             [*params, limit],
         )
-        return [_event(tuple(r)) for r in rows.fetchall()]
+        return [_event(tuple(r)) for r in rows]

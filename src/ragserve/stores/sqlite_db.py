@@ -1,15 +1,17 @@
-"""The SQLite database file: schema, per-thread connections in WAL mode, and serialised write transactions."""
+"""The SQLite database file: schema, a bounded pool of connections in WAL mode, and serialised write transactions."""
 
 from __future__ import annotations
 
 import re
 import sqlite3
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from ragserve.errors import StoreError
 
@@ -267,19 +269,38 @@ def parse_time(value: str) -> datetime:
 
 
 class SqliteDatabase:
-    """One database file shared by threads: each thread gets its own connection; writers take a lock so
+    """One database file shared by threads through at most ``max_connections`` connections in WAL mode.
+
+    A thread leases a connection for the length of a ``reading()`` or ``write()`` block and gives it back at
+    the end; blocks nested in one thread share its lease. The bound matters because each connection keeps
+    its own page cache: one connection per thread grew with every thread that ever touched the store (the
+    HTTP server's thread pool, the retrieval pool, workers), and a thread that exited left its connection
+    open. ``cache_bytes`` is the page cache of all connections together. Writers also take a lock, so
     ``BEGIN IMMEDIATE`` never waits on another writer of this process."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        max_connections: int = 8,
+        cache_bytes: int = 64 * 1024 * 1024,
+        wait_seconds: float = 30.0,
+    ) -> None:
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {max_connections}")
         self._path = path
+        self._max_connections = max_connections
+        # PRAGMA cache_size in KiB when negative; at least 2 MiB, SQLite's own default, per connection.
+        self._cache_kib = max(2048, cache_bytes // max_connections // 1024)
+        self._wait_seconds = wait_seconds
         self._local = threading.local()
         self._write_lock = threading.RLock()
-        self._connections: list[sqlite3.Connection] = []
-        self._connections_lock = threading.Lock()
+        self._idle: list[sqlite3.Connection] = []
+        self._opened: list[sqlite3.Connection] = []
+        self._opening = 0
+        self._available = threading.Condition()
         self._is_closed = False
         path.parent.mkdir(parents=True, exist_ok=True)
-        with self._write_lock:
-            conn = self.connection()
+        with self.reading() as conn, self._write_lock:
             # executescript commits on its own; the statements are idempotent.
             conn.executescript(_SCHEMA)
             _migrate(conn)
@@ -289,32 +310,34 @@ class SqliteDatabase:
     def path(self) -> Path:
         return self._path
 
-    def connection(self) -> sqlite3.Connection:
-        """This thread's connection (autocommit mode: transactions are explicit). Raises ``StoreError`` once
-        the database is closed."""
-        if self._is_closed:
-            raise StoreError(f"the database {self._path} is closed")
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            try:
-                conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot open database {self._path}: {exc}") from exc
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA cache_size=-65536")
-            self._local.conn = conn
-            with self._connections_lock:
-                self._connections.append(conn)
-        return conn
+    @property
+    def open_connections(self) -> int:
+        """Connections open now (never more than ``max_connections``)."""
+        with self._available:
+            return len(self._opened)
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """A connection for reads (autocommit: each statement sees the latest commit), leased to this thread
+        until the block ends; read every row inside the block. Raises ``StoreError`` once the database is
+        closed, or when no connection was free within ``wait_seconds``."""
+        held: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if held is not None:
+            yield held
+            return
+        conn = self._lease()
+        self._local.conn = conn
+        try:
+            yield conn
+        finally:
+            self._local.conn = None
+            self._give_back(conn)
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction: committed when the block ends, rolled back if it raises."""
-        with self._write_lock:
-            conn = self.connection()
+        # The lease before the lock, as in a write nested in a read block: one order, no deadlock.
+        with self.reading() as conn, self._write_lock:
             if conn.in_transaction:  # nested use inside one transaction: join it
                 yield conn
                 return
@@ -326,11 +349,80 @@ class SqliteDatabase:
                 raise
             conn.execute("COMMIT")
 
-    def close(self) -> None:
-        """Close every thread's connection; later use raises ``StoreError`` instead of reopening the file."""
-        self._is_closed = True
-        with self._connections_lock:
-            for conn in self._connections:
+    def fetchall(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        """Every row of one read statement, on a leased connection."""
+        with self.reading() as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def fetchone(self, sql: str, params: Sequence[object] = ()) -> Any:
+        """The first row of one read statement (None if there is none), on a leased connection."""
+        with self.reading() as conn:
+            return conn.execute(sql, params).fetchone()
+
+    def _lease(self) -> sqlite3.Connection:
+        deadline = time.monotonic() + self._wait_seconds
+        with self._available:
+            while True:
+                if self._is_closed:
+                    raise StoreError(f"the database {self._path} is closed")
+                if self._idle:
+                    # The most recently used connection first: its page cache is the warmest.
+                    return self._idle.pop()
+                if len(self._opened) + self._opening < self._max_connections:
+                    self._opening += 1  # opened outside the lock: others may lease and give back meanwhile
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise StoreError(
+                        f"all {self._max_connections} connections to {self._path} stayed busy for "
+                        f"{self._wait_seconds:g} s"
+                    )
+                self._available.wait(left)
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = self._open()
+        finally:
+            with self._available:
+                self._opening -= 1
+                if conn is not None:
+                    self._opened.append(conn)
+                self._available.notify()
+        return conn
+
+    def _give_back(self, conn: sqlite3.Connection) -> None:
+        is_usable = True
+        if conn.in_transaction:  # a block that left a transaction open must not hand it to the next thread
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                is_usable = False
+        with self._available:
+            if self._is_closed or not is_usable:
                 conn.close()
-            self._connections.clear()
-        self._local = threading.local()
+                self._opened.remove(conn)
+            else:
+                self._idle.append(conn)
+            self._available.notify()
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {self._path}: {exc}") from exc
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute(f"PRAGMA cache_size=-{self._cache_kib}")
+        return conn
+
+    def close(self) -> None:
+        """Close every idle connection now and each leased one as it comes back; later use raises
+        ``StoreError`` instead of reopening the file."""
+        with self._available:
+            self._is_closed = True
+            for conn in self._idle:
+                conn.close()
+            self._opened = [conn for conn in self._opened if conn not in self._idle]
+            self._idle.clear()
+            self._available.notify_all()

@@ -142,14 +142,14 @@ class SqliteJobStore:
                 conn.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", (utc_now(), item.job_id))
 
     def list_dead(self, limit: int) -> list[DeadLetter]:
-        rows = self._db.connection().execute(
+        rows = self._db.fetchall(
             "SELECT i.job_id, i.seq, i.document_id, i.error, j.updated_at FROM job_items i "
             "JOIN jobs j ON j.id = i.job_id WHERE i.status = 'dead' ORDER BY j.updated_at DESC, i.seq LIMIT ?",
             (limit,),
         )
         return [
             DeadLetter(str(r[0]), int(r[1]), str(r[2]), JobError(**json.loads(r[3])), parse_time(str(r[4])))
-            for r in rows.fetchall()
+            for r in rows
         ]
 
     def requeue_dead(self, job_id: str | None) -> int:
@@ -172,14 +172,14 @@ class SqliteJobStore:
 
     def unpublished(self, limit: int, republish_after_seconds: float) -> list[QueueMessage]:
         stale = time.time() - republish_after_seconds
-        rows = self._db.connection().execute(
+        rows = self._db.fetchall(
             "SELECT o.id, o.job_id, o.seqs, o.priority FROM outbox o WHERE o.published_at IS NULL "
             "OR (o.published_at < ? AND EXISTS (SELECT 1 FROM job_items i, json_each(o.seqs) s "
             "WHERE i.job_id = o.job_id AND i.seq = s.value AND (i.status = 'pending' "
             "OR (i.status = 'running' AND i.lease_expires < ?)))) ORDER BY o.id LIMIT ?",
             (stale, time.time(), limit),
         )
-        return [QueueMessage(int(r[0]), str(r[1]), tuple(json.loads(r[2])), int(r[3])) for r in rows.fetchall()]
+        return [QueueMessage(int(r[0]), str(r[1]), tuple(json.loads(r[2])), int(r[3])) for r in rows]
 
     def mark_published(self, ids: Sequence[int]) -> None:
         with self._db.write() as conn:
@@ -192,10 +192,8 @@ class SqliteJobStore:
             )
 
     def expired_leases(self) -> int:
-        row = (
-            self._db.connection()
-            .execute("SELECT count(*) FROM job_items WHERE status = 'running' AND lease_expires < ?", (time.time(),))
-            .fetchone()
+        row = self._db.fetchone(
+            "SELECT count(*) FROM job_items WHERE status = 'running' AND lease_expires < ?", (time.time(),)
         )
         return int(row[0])
 
@@ -231,7 +229,8 @@ class SqliteJobStore:
         return document_id
 
     def get_job(self, job_id: str) -> Job:
-        return self._job(self._db.connection(), job_id)
+        with self._db.reading() as conn:
+            return self._job(conn, job_id)
 
     @staticmethod
     def _job(conn: sqlite3.Connection, job_id: str) -> Job:
@@ -317,9 +316,5 @@ class SqliteJobStore:
             return conn.execute("UPDATE job_items SET status = 'pending' WHERE status = 'running'").rowcount
 
     def pending_count(self) -> int:
-        row = (
-            self._db.connection()
-            .execute("SELECT count(*) FROM job_items WHERE status IN ('pending', 'running')")
-            .fetchone()
-        )
+        row = self._db.fetchone("SELECT count(*) FROM job_items WHERE status IN ('pending', 'running')")
         return int(row[0])

@@ -50,19 +50,13 @@ class SqliteApiKeys:
             )
 
     def get_key(self, key_id: str) -> tuple[ApiKey, str] | None:
-        row = (
-            self._db.connection()
-            .execute(f"SELECT {_COLUMNS}, key_hash FROM api_keys WHERE id = ?", (key_id,))
-            .fetchone()
-        )
+        row = self._db.fetchone(f"SELECT {_COLUMNS}, key_hash FROM api_keys WHERE id = ?", (key_id,))
         return None if row is None else (_key(tuple(row[:9])), str(row[9]))
 
     def list_keys(self, tenant: str | None) -> list[ApiKey]:
         where, params = ("WHERE tenant = ?", [tenant]) if tenant is not None else ("", [])
-        rows = self._db.connection().execute(
-            f"SELECT {_COLUMNS} FROM api_keys {where} ORDER BY created_at DESC, id", params
-        )
-        return [_key(tuple(r)) for r in rows.fetchall()]
+        rows = self._db.fetchall(f"SELECT {_COLUMNS} FROM api_keys {where} ORDER BY created_at DESC, id", params)
+        return [_key(tuple(r)) for r in rows]
 
     def revoke_key(self, key_id: str, tenant: str | None) -> ApiKey:
         with self._db.write() as conn:

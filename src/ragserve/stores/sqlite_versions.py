@@ -40,15 +40,14 @@ class SqliteIndexVersions:
         self._db = db
 
     def list_versions(self, collection_id: str) -> list[IndexVersion]:
-        rows = self._db.connection().execute(
+        rows = self._db.fetchall(
             f"SELECT {_COLUMNS} FROM index_versions WHERE collection_id = ? ORDER BY version", (collection_id,)
         )
-        return [_version(tuple(r)) for r in rows.fetchall()]
+        return [_version(tuple(r)) for r in rows]
 
     def precision_of(self, index_id: str) -> VectorPrecision | None:
         """The precision an index version's vectors are searched at (None: no such version)."""
-        row = self._db.connection().execute("SELECT config FROM index_versions WHERE index_id = ?", (index_id,))
-        found = row.fetchone()
+        found = self._db.fetchone("SELECT config FROM index_versions WHERE index_id = ?", (index_id,))
         return None if found is None else config_from_json(str(found[0])).precision
 
     def live_versions(self, collection_id: str) -> list[IndexVersion]:
@@ -80,14 +79,14 @@ class SqliteIndexVersions:
             )
 
     def index_route(self, collection_id: str) -> IndexRoute:
-        conn = self._db.connection()
-        row = conn.execute(
-            "SELECT active_index, canary_index, canary_share, previous_index FROM collections WHERE id = ?",
-            (collection_id,),
-        ).fetchone()
-        if row is None:
-            raise NotFoundError(f"collection {collection_id!r} not found")
-        versions = {v.index_id: v for v in self.list_versions(collection_id)}
+        with self._db.reading() as conn:
+            row = conn.execute(
+                "SELECT active_index, canary_index, canary_share, previous_index FROM collections WHERE id = ?",
+                (collection_id,),
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"collection {collection_id!r} not found")
+            versions = {v.index_id: v for v in self.list_versions(collection_id)}
         active = versions.get(str(row[0]))
         if active is None:
             raise NotFoundError(f"collection {collection_id!r} has no active index version")
@@ -123,11 +122,7 @@ class SqliteIndexVersions:
         return ids
 
     def get_golden_set(self, collection_id: str) -> dict[str, Any] | None:
-        row = (
-            self._db.connection()
-            .execute("SELECT body FROM golden_sets WHERE collection_id = ?", (collection_id,))
-            .fetchone()
-        )
+        row = self._db.fetchone("SELECT body FROM golden_sets WHERE collection_id = ?", (collection_id,))
         return None if row is None else dict(json.loads(row[0]))
 
     def set_golden_set(self, collection_id: str, golden: dict[str, object]) -> None:
