@@ -118,7 +118,7 @@ class RetrievalSettings(BaseModel):
         default=5, ge=0, le=50, description="keyword pseudo-relevance feedback: chunks read (0: off; 5 measured best)"
     )
     feedback_max_postings: int = Field(
-        default=50_000,
+        default=5_000,
         ge=0,
         description="the expansion search's cost bound: expansion terms are kept while the sum of the numbers of "
         "chunks holding them stays under this (0: no bound)",
