@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 import numpy as np
-import numpy.typing as npt
 
 from ragserve.domain import DEFAULT_TENANT, IndexRoute, IndexVersion, SearchFilters, SearchMode, SearchResult
-from ragserve.embedding.protocol import Embedder
+from ragserve.embedding.protocol import Embedder, Vectors
 from ragserve.errors import EmptyQueryError, NotFoundError, PayloadTooLargeError, ServiceUnavailableError
 from ragserve.observability.metrics import (
     INDEX_QUERIES,
@@ -40,7 +39,6 @@ from ragserve.stores.protocol import (
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Vector = npt.NDArray[np.float32]
 
 
 class SearchStore(DocumentStore, ChunkStore, KeywordIndex, CollectionSettingsStore, Protocol):
@@ -278,7 +276,7 @@ class Retriever:
     def _dense(self, index_id: str, text: str, k: int, filters: SearchFilters) -> Scored:
         return self._embed_and_search(index_id, text, k, filters)[1]
 
-    def _embed_and_search(self, index_id: str, text: str, k: int, filters: SearchFilters) -> tuple[Vector, Scored]:
+    def _embed_and_search(self, index_id: str, text: str, k: int, filters: SearchFilters) -> tuple[Vectors, Scored]:
         with timed("embed"):
             vector = self._embedder.embed([text], kind="query")[0]
         with timed("dense"):
@@ -287,7 +285,7 @@ class Retriever:
             RETRIEVAL_TOP_SIMILARITY.observe(scored[0][1])
         return vector, scored
 
-    def _vector_search(self, index_id: str, vector: Vector, k: int, filters: SearchFilters) -> Scored:
+    def _vector_search(self, index_id: str, vector: Vectors, k: int, filters: SearchFilters) -> Scored:
         if filters:
             return self._index.search_filtered(index_id, vector, k, filters, self._store)
         return self._index.search(index_id, vector, k)
@@ -295,7 +293,7 @@ class Retriever:
     def _with_dense_feedback(
         self,
         index_id: str,
-        vector: Vector,
+        vector: Vectors,
         dense: Scored,
         source: Scored,
         k: int,
