@@ -36,7 +36,7 @@ from ragserve.llm.factory import build_gateway
 from ragserve.llm.gateway import LLMGateway
 from ragserve.llm.llm import ChatMessage, Completion, GenerationOptions, Usage
 from ragserve.llm.local import packaged_model_path
-from ragserve.settings import LLMSettings
+from ragserve.settings_llm import LLMSettings
 
 QUESTIONS = [
     "How many days of paid leave do employees get?",

@@ -30,7 +30,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ragserve.security.auth import create_key
 from ragserve.security.keys import hash_key
-from ragserve.settings import RateLimitSettings, Settings
+from ragserve.settings import Settings
+from ragserve.settings_security import RateLimitSettings
 from ragserve.stores.factory import open_key_store
 
 PEPPER = "bench-pepper"

@@ -192,7 +192,7 @@ async def _best_matches(service: RagService, questions: list[str]) -> list[Match
     assert service.caches.answers is not None
     found: list[Match] = []
     for question in questions:
-        key = await service._answer_key(question, None, COLLECTION, None, ANONYMOUS)
+        key = await service.answer_cache.key(question, None, COLLECTION, None, ANONYMOUS)
         assert key is not None
         exact = service.caches.answers.get(key.exact)
         if exact is not None:

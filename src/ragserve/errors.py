@@ -72,7 +72,7 @@ class AuthenticationError(RagserveError):
 
 
 class PermissionDeniedError(RagserveError):
-    """Valid credentials without the scope the operation needs."""
+    """Valid credentials without the scope, or the document permission, that the operation needs."""
 
     code = "forbidden"
 

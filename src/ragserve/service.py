@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import hashlib
-import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
@@ -20,9 +17,9 @@ from dataclasses import dataclass, replace
 import anyio.to_thread
 from opentelemetry.trace import Span, use_span
 
-from ragserve.cache.answers import AnswerKey, answer_key
+from ragserve.cache.answering import CachedAnswers
+from ragserve.cache.answers import AnswerKey
 from ragserve.cache.factory import build_caches
-from ragserve.cache.semantic import Vector
 from ragserve.domain import (
     ANONYMOUS,
     Acl,
@@ -44,11 +41,11 @@ from ragserve.domain import (
 from ragserve.embedding.batching import MicroBatcher
 from ragserve.embedding.onnx import OnnxEmbedder
 from ragserve.embedding.protocol import Embedder
-from ragserve.embedding.reuse import ReusingEmbedder, share_query_vector, shared_query_vector
-from ragserve.errors import NotFoundError, PayloadTooLargeError, UnsupportedMediaTypeError
+from ragserve.embedding.reuse import ReusingEmbedder
+from ragserve.errors import NotFoundError
 from ragserve.index_lifecycle import IndexLifecycle
+from ragserve.ingest.admission import check_inputs, check_replaceable, hash_request
 from ragserve.ingest.isolation import build_parser
-from ragserve.ingest.loaders import is_supported
 from ragserve.ingest.pipeline import IngestPipeline
 from ragserve.ingest.reindex import IndexBuilder
 from ragserve.ingest.sync import SourceFile, SyncReport, prepare_sync
@@ -56,9 +53,8 @@ from ragserve.llm.factory import build_generation
 from ragserve.llm.gateway import LLMGateway
 from ragserve.llm.judge import GroundednessJudge
 from ragserve.llm.metering import TokenMeter, metered, metering
-from ragserve.llm.prompts import PROMPT_VERSION
 from ragserve.llm.protocol import AnswerGenerator
-from ragserve.observability.metrics import ANSWER_CACHE, ANSWER_CACHE_SAVED_TOKENS, ANSWERS, timed
+from ragserve.observability.metrics import ANSWERS, timed
 from ragserve.observability.tracing import open_span, start_span
 from ragserve.retrieval.rerank import build_reranker
 from ragserve.retrieval.search import Retriever, SearchQuery, validate_query
@@ -137,7 +133,8 @@ class RagService:
         self.state = CollectionState(
             self.store, self.store, self.versions, self.caches.invalidation, settings.cache.state_ttl_seconds
         )
-        # Retrieval reuses the question's vector when the answer cache computed it (``_question_vector``).
+        self.answer_cache = CachedAnswers(self.caches.answers, self.state, embedder, settings)
+        # Retrieval reuses the question's vector when the answer cache computed it (``question_vector``).
         query_embedder = ReusingEmbedder(embedder)
         self.reranker = build_reranker(settings.reranker)
         self.retriever = Retriever(
@@ -258,21 +255,7 @@ class RagService:
     def check_inputs(self, inputs: Sequence[DocumentInput]) -> None:
         """Reject a request before anything is stored. Raises ``PayloadTooLargeError``,
         ``UnsupportedMediaTypeError``."""
-        limits = self.settings.limits
-        if len(inputs) > limits.max_documents_per_request:
-            raise PayloadTooLargeError(
-                f"{len(inputs)} documents in one request; the limit is {limits.max_documents_per_request}"
-            )
-        for item in inputs:
-            size = len(item.content) if item.content is not None else len((item.text or "").encode())
-            if size > limits.max_upload_bytes:
-                name = item.filename or item.external_id or "a document"
-                raise PayloadTooLargeError(f"{name} has {size} bytes; the limit is {limits.max_upload_bytes}")
-            if item.content is not None and not is_supported(item.filename or ""):
-                raise UnsupportedMediaTypeError(
-                    f"{item.filename or 'the file'}: unsupported file type; send .txt, .md, .html, .pdf, "
-                    ".docx, .json or .jsonl"
-                )
+        check_inputs(inputs, self.settings.limits)
 
     async def submit(
         self, inputs: Sequence[DocumentInput], idempotency_key: str | None = None, principal: Principal = ANONYMOUS
@@ -281,7 +264,8 @@ class RagService:
         collections); the runner ingests them in the background."""
         self.check_inputs(inputs)
         inputs = [replace(item, tenant=principal.tenant) for item in inputs]
-        request_hash = _request_hash(inputs) if idempotency_key else None
+        await anyio.to_thread.run_sync(check_replaceable, self.store, inputs, principal)
+        request_hash = hash_request(inputs) if idempotency_key else None
         # Idempotency keys are the caller's own: another tenant's equal key names another request.
         scoped_key = None if idempotency_key is None else f"{principal.tenant}\x00{idempotency_key}"
         job = await anyio.to_thread.run_sync(self.jobs.create_job, inputs, scoped_key, request_hash)
@@ -428,107 +412,18 @@ class RagService:
         """``principal`` decides what may be retrieved (tenant, document ACLs), scopes the answer cache (by its
         permission set) and labels LLM token accounting."""
         with start_span("ragserve.answer"):
-            key = await self._answer_key(question, k, collection, filters, principal)
-            cached = await self._cached_answer(key)
+            key = await self.answer_cache.key(question, k, collection, filters, principal)
+            cached = await self.answer_cache.lookup(key)
             if cached is not None:
                 return cached
             hits = await self._contexts(question, k, collection, filters, principal)
-            generations = await self._generations(key, hits)
+            generations = await self.answer_cache.generations(key, hits)
             with timed("generate"), metering() as usage:
                 answer = await self.generator.generate(question.strip(), hits.hits, principal=principal.label)
         ANSWERS.labels(generator=answer.generator, abstained=str(answer.abstained).lower()).inc()
         self.judge.submit(question, answer, hits.hits)
-        await self._remember(key, answer, hits, generations, usage)
+        await self.answer_cache.remember(key, answer, hits, generations, usage)
         return answer
-
-    async def _answer_key(
-        self, question: str, k: int | None, collection: str | None, filters: Metadata | None, principal: Principal
-    ) -> AnswerKey | None:
-        """None when answers are not cached, or the collection does not exist yet."""
-        if self.caches.answers is None:
-            return None
-        name = collection or self.settings.default_collection
-        try:
-            collection_id = await anyio.to_thread.run_sync(self.state.collection_id, name, principal.tenant)
-            route = await anyio.to_thread.run_sync(self.state.route, collection_id)
-        except NotFoundError:
-            return None
-        search_filters = SearchFilters.from_mapping(filters)
-        # Callers who may read the same documents share answers; nobody else does.
-        scope = hashlib.sha256(principal.access.fingerprint.encode()).hexdigest()
-        return answer_key(
-            question, name, k or self.settings.answer.k, search_filters, route, self._generation_id, scope
-        )
-
-    async def _cached_answer(self, key: AnswerKey | None) -> Answer | None:
-        """The answer cached for this question; else, with ``cache.semantic``, the one cached for the most
-        similar question in the same scope. Counts the lookup and the LLM tokens a hit saved."""
-        if key is None or self.caches.answers is None:
-            return None
-        cache, match = self.caches.answers, "exact"
-        try:
-            cached = await anyio.to_thread.run_sync(cache.get, key.exact)
-            if cached is None and self.settings.cache.semantic:
-                match = "semantic"
-                vector = await self._question_vector(key.question)
-                threshold = self.settings.cache.semantic_threshold
-                cached = await anyio.to_thread.run_sync(cache.find_similar, key.scope, vector, threshold)
-        except Exception:  # a cache outage must cost a cache miss, not the answer
-            logger.exception("answer cache lookup failed")
-            cached = None
-        if cached is None:
-            ANSWER_CACHE.labels(result="miss", match="none").inc()
-            return None
-        ANSWER_CACHE.labels(result="hit", match=match).inc()
-        ANSWER_CACHE_SAVED_TOKENS.labels(match=match).inc(cached.tokens)
-        return cached.answer
-
-    async def _question_vector(self, question: str) -> Vector:
-        """The question's query vector, computed once per request: it is shared with the rest of the request,
-        so retrieval and the extractive generator reuse it instead of embedding the question again."""
-        model_id = self.embedder.model_id
-        vector = shared_query_vector(model_id, question)
-        if vector is None:
-            vector = (await anyio.to_thread.run_sync(self.embedder.embed, [question], "query"))[0]
-            share_query_vector(model_id, question, vector)
-        return vector
-
-    async def _generations(self, key: AnswerKey | None, hits: SearchResult) -> list[int] | None:
-        if key is None or self.caches.answers is None:
-            return None
-        try:
-            documents = [hit.document_id for hit in hits.hits]
-            return await anyio.to_thread.run_sync(self.caches.answers.generations, documents)
-        except Exception:
-            logger.exception("answer cache lookup failed")
-            return None
-
-    async def _remember(
-        self,
-        key: AnswerKey | None,
-        answer: Answer,
-        hits: SearchResult,
-        generations: list[int] | None,
-        usage: TokenMeter,
-    ) -> None:
-        """Cache the answer with what it cost; with ``cache.semantic``, also under its question's vector."""
-        if key is None or generations is None or self.caches.answers is None or hits.degraded:
-            return
-        try:
-            vector = await self._question_vector(key.question) if self.settings.cache.semantic else None
-            documents = [hit.document_id for hit in hits.hits]
-            put = functools.partial(self.caches.answers.put, tokens=usage.total_tokens, scope=key.scope, vector=vector)
-            await anyio.to_thread.run_sync(put, key.exact, answer, documents, generations)
-        except Exception:
-            logger.exception("could not cache an answer")
-
-    @property
-    def _generation_id(self) -> str:
-        """What answers are made with: the providers in order, the prompt version, the answer settings and the
-        embedding model (the extractive generator's, and the space of the cache's question vectors)."""
-        providers = [(p.name, p.kind, p.model, p.base_url) for p in self.settings.llm.providers]
-        answer = self.settings.answer.model_dump()
-        return json.dumps([providers, PROMPT_VERSION, answer, self.embedder.model_id], default=str)
 
     async def stream_answer(
         self,
@@ -542,13 +437,13 @@ class RagService:
         span = open_span("ragserve.answer")  # ended by the stream, which outlives this call
         try:
             with use_span(span, record_exception=True, set_status_on_exception=True):
-                key = await self._answer_key(question, k, collection, filters, principal)
-                cached = await self._cached_answer(key)
+                key = await self.answer_cache.key(question, k, collection, filters, principal)
+                cached = await self.answer_cache.lookup(key)
                 if cached is not None:
                     span.end()
                     return _replay(cached)
                 hits = await self._contexts(question, k, collection, filters, principal)
-                generations = await self._generations(key, hits)
+                generations = await self.answer_cache.generations(key, hits)
         except BaseException:
             span.end()
             raise
@@ -570,7 +465,7 @@ class RagService:
                 if isinstance(item, Answer):
                     ANSWERS.labels(generator=item.generator, abstained=str(item.abstained).lower()).inc()
                     self.judge.submit(question, item, hits.hits)
-                    await self._remember(key, item, hits, generations, usage)
+                    await self.answer_cache.remember(key, item, hits, generations, usage)
                 yield item
         finally:
             generate.end()
@@ -594,12 +489,3 @@ async def _replay(answer: Answer) -> AsyncIterator[AnswerDelta | Answer]:
     """A cached answer as a stream: its text in one piece, then the answer."""
     yield AnswerDelta(answer.text)
     yield answer
-
-
-def _request_hash(inputs: Sequence[DocumentInput]) -> str:
-    digest = hashlib.sha256()
-    for item in inputs:
-        head = [item.collection, item.external_id, item.title, item.filename, item.metadata]
-        digest.update(json.dumps(head, sort_keys=True).encode())
-        digest.update(item.content if item.content is not None else (item.text or "").encode())
-    return digest.hexdigest()

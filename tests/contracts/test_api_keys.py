@@ -12,7 +12,7 @@ from ragserve.domain import ApiKey
 from ragserve.errors import AuthenticationError, InvalidRequestError, NotFoundError, PermissionDeniedError
 from ragserve.security.auth import Authenticator, check_scope, create_key
 from ragserve.security.keys import hash_key
-from ragserve.settings import AuthSettings
+from ragserve.settings_security import AuthSettings
 from ragserve.stores.protocol import ApiKeyStore
 from ragserve.stores.sqlite_db import SqliteDatabase
 from ragserve.stores.sqlite_keys import SqliteApiKeys

@@ -14,7 +14,7 @@ from ragserve.errors import LLMStreamInterruptedError, LLMUnavailableError
 from ragserve.llm.factory import build_gateway
 from ragserve.llm.gateway import LLMGateway
 from ragserve.llm.llm import ChatMessage, Completion
-from ragserve.settings import LLMSettings
+from ragserve.settings_llm import LLMSettings
 from tests.integration.llm_server import FaultProxy, LlamaServer, llama_server
 from tests.unit.test_llm_gateway import collect
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ragserve.llm.factory import build_gateway
 from ragserve.llm.llm import ChatMessage, Completion
-from ragserve.settings import LLMSettings
+from ragserve.settings_llm import LLMSettings
 
 
 async def test_local_provider_completes_and_streams(model_cache: Path) -> None:

@@ -116,3 +116,39 @@ def test_multipart_upload_takes_an_acl(client: TestClient) -> None:
     assert doc_id not in _search(client, reader, "merger memo")
     bad = client.post("/v1/documents", data={"acl": "{not json"}, files=files, headers=writer)
     assert bad.status_code == 400
+
+
+def test_only_a_caller_who_may_read_a_document_may_replace_it(client: TestClient) -> None:
+    """An upsert replaces content and ACL: by external id, a writer outside the ACL could otherwise open up or
+    overwrite a document it may not read."""
+    writer = _key(client, "acme", ["query", "ingest", "admin"])
+    hr = _key(client, "acme", ["query", "ingest"], user="hannah", groups=("hr",))
+    eng = _key(client, "acme", ["query", "ingest"], user="eddie", groups=("eng",))
+    body = {"collection": "handbook", "text": SALARY, "acl": {"groups": ["hr"]}}
+    accepted = client.put("/v1/documents/by-external-id/salaries", json=body, headers=writer)
+    assert accepted.status_code == 202, accepted.text
+    (salary_id,) = accepted.json()["document_ids"]
+    from tests.integration.helpers import wait_for_job
+
+    assert wait_for_job(client, accepted.json()["job_id"], headers=writer)["status"] == "succeeded"
+
+    hostile = {"collection": "handbook", "text": "Everyone earns the same.", "acl": {"public": True}}
+    refused = client.put("/v1/documents/by-external-id/salaries", json=hostile, headers=eng)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"]["code"] == "forbidden"
+    assert "salaries" in refused.json()["error"]["message"]
+    item = {"text": hostile["text"], "acl": hostile["acl"], "external_id": "salaries"}
+    as_batch = {"collection": "handbook", "documents": [item]}
+    assert client.post("/v1/documents", json=as_batch, headers=eng).status_code == 403
+    # Nothing changed: hr still reads the old text, eng still finds nothing.
+    document = client.get(f"/v1/documents/{salary_id}", params={"include_chunks": True}, headers=hr).json()
+    assert document["acl"]["groups"] == ["hr"]
+    assert "95,000" in document["chunks"][0]["text"]
+    assert salary_id not in _search(client, eng, "salary band pay")
+
+    # A caller the ACL admits may replace it; an external id in another tenant's collection is its own.
+    allowed = client.put("/v1/documents/by-external-id/salaries", json={**body, "text": LEAVE}, headers=hr)
+    assert allowed.status_code == 202, allowed.text
+    assert allowed.json()["document_ids"] == [salary_id]
+    other = _key(client, "globex", ["query", "ingest"])
+    assert client.put("/v1/documents/by-external-id/salaries", json=hostile, headers=other).status_code == 202

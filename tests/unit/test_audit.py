@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from ragserve.errors import StoreError
 from ragserve.observability.metrics import AUDIT_FAILURES
 from ragserve.security.audit import AuditEvent, AuditFilters, Auditor, DeniedThrottle
-from ragserve.settings import CorsSettings
+from ragserve.settings_security import CorsSettings
 
 
 class InMemoryAuditLog:

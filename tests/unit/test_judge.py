@@ -15,7 +15,7 @@ from ragserve.llm.egress import EgressLimiter
 from ragserve.llm.gateway import LLMGateway, ProviderSlot
 from ragserve.llm.judge import GroundednessJudge, evidence_of, lexical_support, parse_score
 from ragserve.llm.openai_compat import OpenAICompatLLM
-from ragserve.settings import LLMRetrySettings
+from ragserve.settings_llm import LLMRetrySettings
 
 LEAVE = (
     "Employees get 25 days of paid leave per year. Unused leave days expire at the end of March. "

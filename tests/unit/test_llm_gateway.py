@@ -18,7 +18,7 @@ from ragserve.llm.egress import EgressLimiter
 from ragserve.llm.gateway import LLMGateway, ProviderSlot
 from ragserve.llm.llm import ChatMessage, Completion, Usage
 from ragserve.llm.openai_compat import OpenAICompatLLM
-from ragserve.settings import LLMRetrySettings
+from ragserve.settings_llm import LLMRetrySettings
 
 Handler = Callable[[httpx.Request], httpx.Response]
 MESSAGES = [ChatMessage("user", "How many days of leave?")]

@@ -24,7 +24,8 @@ from ragserve.llm.openai_compat import OpenAICompatLLM
 from ragserve.security.ratelimit.memory import MemoryQuotaCounters, MemoryRateLimiter
 from ragserve.security.ratelimit.policy import FailOpen, RateLimits, TenantQuotas, client_ip
 from ragserve.security.ratelimit.protocol import BucketDecision, CounterResult
-from ragserve.settings import LLMRetrySettings, RateLimitSettings
+from ragserve.settings_llm import LLMRetrySettings
+from ragserve.settings_security import RateLimitSettings
 
 MESSAGES = [ChatMessage("user", "How many days of leave?")]
 USAGE = {"prompt_tokens": 11, "completion_tokens": 4}

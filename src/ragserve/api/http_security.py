@@ -14,7 +14,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ragserve.settings import CorsSettings, HeaderSettings
+from ragserve.settings_security import CorsSettings, HeaderSettings
 
 
 class SecurityHeadersMiddleware:

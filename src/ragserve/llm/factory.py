@@ -15,7 +15,8 @@ from ragserve.llm.gateway import LLMGateway, ProviderSlot
 from ragserve.llm.generator import LLMAnswerGenerator
 from ragserve.llm.llm import LLM
 from ragserve.llm.protocol import AnswerGenerator
-from ragserve.settings import LLMProviderSettings, LLMSettings, Settings
+from ragserve.settings import Settings
+from ragserve.settings_llm import LLMProviderSettings, LLMSettings
 
 
 @dataclass(frozen=True, slots=True)

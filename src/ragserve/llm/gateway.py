@@ -38,7 +38,7 @@ from ragserve.llm.llm import LLM, ChatMessage, Completion, GenerationOptions, Us
 from ragserve.llm.metering import charge
 from ragserve.llm.prompts import estimate_tokens
 from ragserve.observability.metrics import LLM_FIRST_TOKEN, LLM_REQUESTS, LLM_TOKENS
-from ragserve.settings import LLMRetrySettings
+from ragserve.settings_llm import LLMRetrySettings
 
 logger = logging.getLogger(__name__)
 

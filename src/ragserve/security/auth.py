@@ -19,7 +19,8 @@ import jwt
 from ragserve.domain import ANONYMOUS, SCOPES, Acl, ApiKey, Principal
 from ragserve.errors import AuthenticationError, InvalidRequestError, PermissionDeniedError
 from ragserve.security.keys import hash_key, key_id_of, new_key, same_hash
-from ragserve.settings import AuthSettings, JwtSettings, Settings
+from ragserve.settings import Settings
+from ragserve.settings_security import AuthSettings, JwtSettings
 from ragserve.stores.protocol import ApiKeyStore
 
 logger = logging.getLogger(__name__)

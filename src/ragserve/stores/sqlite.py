@@ -8,8 +8,6 @@ so the keyword index can never disagree with the documents.
 from __future__ import annotations
 
 import json
-import re
-import sqlite3
 from collections.abc import Sequence
 
 import numpy as np
@@ -31,11 +29,10 @@ from ragserve.domain import (
     SearchFilters,
     SearchHit,
 )
-from ragserve.errors import IndexVersionsChangedError, InvalidRequestError, NotFoundError
-from ragserve.stores.analyzer import analyze_to_string
+from ragserve.errors import IndexVersionsChangedError, NotFoundError
 from ragserve.stores.codec import config_to_json, decode_parsed, encode_parsed
-from ragserve.stores.job_records import acl_from_json, acl_to_json
 from ragserve.stores.protocol import ChunkChanges, DocumentFingerprint, DocumentWrite, StagedItem, Vectors
+from ragserve.stores.sqlite_chunks import delete_index_chunks, replace_chunks
 from ragserve.stores.sqlite_db import (
     SqliteDatabase,
     backfill_index_versions,
@@ -44,92 +41,17 @@ from ragserve.stores.sqlite_db import (
     parse_time,
     utc_now,
 )
-
-_METADATA_KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
-_SQL_VARIABLES_PER_QUERY = 900
-_DOCUMENT_COLUMNS = (
-    "d.id, c.name, d.external_id, d.title, d.source, d.metadata, d.status, d.content_hash, d.chunk_count, "
-    "d.created_at, d.updated_at, c.tenant, d.acl"
+from ragserve.stores.sqlite_sql import (
+    DOCUMENT_COLUMNS,
+    FROM_DOCUMENTS,
+    acl_clause,
+    acl_text,
+    document_from_row,
+    filter_clause,
+    id_batches,
+    live_index_ids,
+    restricted_flag,
 )
-_FROM_DOCUMENTS = "FROM documents d JOIN collections c ON c.id = d.collection_id"
-
-
-def _document(row: sqlite3.Row | tuple[object, ...]) -> Document:
-    return Document(
-        id=str(row[0]),
-        collection=str(row[1]),
-        external_id=None if row[2] is None else str(row[2]),
-        title=None if row[3] is None else str(row[3]),
-        source=None if row[4] is None else str(row[4]),
-        metadata=json.loads(str(row[5])),
-        status=DocumentStatus(str(row[6])),
-        content_hash=None if row[7] is None else str(row[7]),
-        chunk_count=int(str(row[8])),
-        created_at=parse_time(str(row[9])),
-        updated_at=parse_time(str(row[10])),
-        tenant=str(row[11]),
-        acl=acl_from_json(row[12]),
-    )
-
-
-def _acl_text(acl: Acl | None) -> str | None:
-    data = acl_to_json(acl)
-    return None if data is None else json.dumps(data)
-
-
-def _restricted(acl: Acl | None) -> int:
-    """1 when the ACL keeps some of the tenant's callers out: what the ACL condition of a search must check."""
-    return int(acl is not None and not acl.public)
-
-
-def acl_clause(access: Access | None) -> tuple[str, list[object]]:
-    """SQL ``AND ...`` condition on document alias ``d``: its ACL admits ``access`` (a document without an
-    ACL, or a public one, admits every caller of its tenant). Empty for None or unrestricted access."""
-    if access is None or access.unrestricted:
-        return "", []
-    options = ["d.restricted = 0"]
-    params: list[object] = []
-    if access.user is not None:
-        options.append("EXISTS (SELECT 1 FROM json_each(d.acl, '$.users') AS u WHERE u.value = ?)")
-        params.append(access.user)
-    if access.groups:
-        marks = ", ".join("?" for _ in access.groups)
-        options.append(f"EXISTS (SELECT 1 FROM json_each(d.acl, '$.groups') AS g WHERE g.value IN ({marks}))")
-        params.extend(access.groups)
-    return " AND (" + " OR ".join(options) + ")", params
-
-
-def filter_clause(filters: SearchFilters) -> tuple[str, list[object]]:
-    """SQL ``AND ...`` conditions on document alias ``d``: a document value (or any element of a list value)
-    must equal the filter value, or one of the filter's list; and the document's ACL must admit the filters'
-    access. Keys are validated, values bound."""
-    sql: list[str] = []
-    params: list[object] = []
-    for key, value in filters.conditions:
-        if not _METADATA_KEY.match(key):
-            raise InvalidRequestError(f"filter key {key!r} must be 1-64 letters, digits, '_' or '-'")
-        values = value if isinstance(value, list) else [value]
-        if not values:
-            raise InvalidRequestError(f"filter {key!r} has an empty list")
-        marks = ", ".join("?" for _ in values)
-        sql.append(f" AND EXISTS (SELECT 1 FROM json_each(d.metadata, ?) AS m WHERE m.value IN ({marks}))")
-        params.append(f'$."{key}"')
-        params.extend(values)
-    access_sql, access_params = acl_clause(filters.access)
-    return "".join(sql) + access_sql, params + access_params
-
-
-def _batches(ids: Sequence[int]) -> list[Sequence[int]]:
-    step = _SQL_VARIABLES_PER_QUERY
-    return [ids[i : i + step] for i in range(0, len(ids), step)]
-
-
-def live_index_ids(conn: sqlite3.Connection, collection_id: str) -> set[str]:
-    rows = conn.execute(
-        "SELECT index_id FROM index_versions WHERE collection_id = ? AND state IN ('building', 'ready')",
-        (collection_id,),
-    )
-    return {str(r[0]) for r in rows}
 
 
 class SqliteStore:
@@ -194,17 +116,17 @@ class SqliteStore:
     # --- documents ---------------------------------------------------------------------------------------
 
     def get_document(self, document_id: str) -> Document:
-        row = self._db.fetchone(f"SELECT {_DOCUMENT_COLUMNS} {_FROM_DOCUMENTS} WHERE d.id = ?", (document_id,))
+        row = self._db.fetchone(f"SELECT {DOCUMENT_COLUMNS} {FROM_DOCUMENTS} WHERE d.id = ?", (document_id,))
         if row is None:
             raise NotFoundError(f"document {document_id!r} not found")
-        return _document(row)
+        return document_from_row(row)
 
     def find_document(self, collection_id: str, external_id: str) -> Document | None:
         row = self._db.fetchone(
-            f"SELECT {_DOCUMENT_COLUMNS} {_FROM_DOCUMENTS} WHERE d.collection_id = ? AND d.external_id = ?",
+            f"SELECT {DOCUMENT_COLUMNS} {FROM_DOCUMENTS} WHERE d.collection_id = ? AND d.external_id = ?",
             (collection_id, external_id),
         )
-        return None if row is None else _document(row)
+        return None if row is None else document_from_row(row)
 
     def list_documents(
         self, collection: str | None, limit: int, offset: int, access: Access = UNRESTRICTED
@@ -216,26 +138,25 @@ class SqliteStore:
         clause, acl_params = acl_clause(access)
         where, params = where + clause, [*params, *acl_params]
         with self._db.reading() as conn:
-            total = conn.execute(f"SELECT count(*) {_FROM_DOCUMENTS} {where}", params).fetchone()[0]
+            total = conn.execute(f"SELECT count(*) {FROM_DOCUMENTS} {where}", params).fetchone()[0]
             rows = conn.execute(
-                f"SELECT {_DOCUMENT_COLUMNS} {_FROM_DOCUMENTS} {where} ORDER BY d.created_at DESC, d.id "
-                "LIMIT ? OFFSET ?",
+                f"SELECT {DOCUMENT_COLUMNS} {FROM_DOCUMENTS} {where} ORDER BY d.created_at DESC, d.id LIMIT ? OFFSET ?",
                 [*params, limit, offset],
             ).fetchall()
-        return [_document(r) for r in rows], int(total)
+        return [document_from_row(r) for r in rows], int(total)
 
     def set_acl(self, document_id: str, acl: Acl | None) -> None:
         with self._db.write() as conn:
             updated = conn.execute(
                 "UPDATE documents SET acl = ?, restricted = ?, updated_at = ? WHERE id = ?",
-                (_acl_text(acl), _restricted(acl), utc_now(), document_id),
+                (acl_text(acl), restricted_flag(acl), utc_now(), document_id),
             ).rowcount
         if not updated:
             raise NotFoundError(f"document {document_id!r} not found")
 
     def tenant_chunk_count(self, tenant: str) -> int:
         row = self._db.fetchone(
-            f"SELECT coalesce(sum(d.chunk_count), 0) {_FROM_DOCUMENTS} WHERE c.tenant = ?", (tenant,)
+            f"SELECT coalesce(sum(d.chunk_count), 0) {FROM_DOCUMENTS} WHERE c.tenant = ?", (tenant,)
         )
         return int(row[0])
 
@@ -277,7 +198,7 @@ class SqliteStore:
             if live != set(write.chunks):
                 raise IndexVersionsChangedError(f"collection {item.collection_id} now has other index versions")
             changes = {
-                index_id: _replace_chunks(conn, index_id, item.document_id, write.title, chunks)
+                index_id: replace_chunks(conn, index_id, item.document_id, write.title, chunks)
                 for index_id, chunks in write.chunks.items()
             }
             active = conn.execute(
@@ -290,8 +211,8 @@ class SqliteStore:
                     write.title,
                     source,
                     json.dumps(item.input.metadata),
-                    _acl_text(item.input.acl),
-                    _restricted(item.input.acl),
+                    acl_text(item.input.acl),
+                    restricted_flag(item.input.acl),
                     DocumentStatus.READY.value,
                     write.content_hash,
                     len(write.chunks.get(str(active), ())),
@@ -342,7 +263,7 @@ class SqliteStore:
             ).fetchone()
             if row is None or row[0] != source.content_hash:
                 return None
-            return _replace_chunks(conn, index_id, source.document_id, source.title, chunks)
+            return replace_chunks(conn, index_id, source.document_id, source.title, chunks)
 
     # --- chunks --------------------------------------------------------------------------------------------
 
@@ -363,7 +284,7 @@ class SqliteStore:
             clause += " AND d.collection_id IN (SELECT id FROM collections WHERE tenant = ?)"
             params = [*params, access.tenant]
         with self._db.reading() as conn:
-            for batch in _batches([cid for cid, _ in scored]):
+            for batch in id_batches([cid for cid, _ in scored]):
                 marks = ", ".join("?" for _ in batch)
                 for row in conn.execute(
                     "SELECT c.id, c.document_id, d.external_id, d.title, d.source, c.text, d.metadata, c.section, "
@@ -404,7 +325,7 @@ class SqliteStore:
     def chunk_vectors(self, ids: Sequence[int]) -> Vectors:
         found: dict[int, bytes] = {}
         with self._db.reading() as conn:
-            for batch in _batches(ids):
+            for batch in id_batches(ids):
                 marks = ", ".join("?" for _ in batch)
                 for cid, blob in conn.execute(f"SELECT id, vector FROM chunks WHERE id IN ({marks})", list(batch)):
                     found[int(cid)] = blob
@@ -455,8 +376,7 @@ class SqliteStore:
     def get_vectors(self, keys: Sequence[str]) -> dict[str, bytes]:
         found: dict[str, bytes] = {}
         with self._db.reading() as conn:
-            for i in range(0, len(keys), _SQL_VARIABLES_PER_QUERY):
-                batch = list(keys[i : i + _SQL_VARIABLES_PER_QUERY])
+            for batch in id_batches(keys):
                 marks = ", ".join("?" for _ in batch)
                 query = f"SELECT key, vector FROM embedding_cache WHERE key IN ({marks})"
                 for key, blob in conn.execute(query, batch):
@@ -482,7 +402,7 @@ class SqliteStore:
     def chunk_documents(self, chunk_ids: Sequence[int]) -> dict[int, str]:
         found: dict[int, str] = {}
         with self._db.reading() as conn:
-            for batch in _batches(chunk_ids):
+            for batch in id_batches(chunk_ids):
                 marks = ", ".join("?" for _ in batch)
                 rows = conn.execute(f"SELECT id, document_id FROM chunks WHERE id IN ({marks})", list(batch))
                 found.update((int(cid), str(doc)) for cid, doc in rows)
@@ -492,7 +412,7 @@ class SqliteStore:
         """Documents' external ids (or ids) in order of their first chunk in ``chunk_ids``: max-passage."""
         found: dict[int, str] = {}
         with self._db.reading() as conn:
-            for batch in _batches(chunk_ids):
+            for batch in id_batches(chunk_ids):
                 marks = ", ".join("?" for _ in batch)
                 for cid, ext, doc in conn.execute(
                     "SELECT c.id, d.external_id, d.id FROM chunks c JOIN documents d ON d.id = c.document_id "
@@ -505,70 +425,3 @@ class SqliteStore:
             if cid in found:
                 ranked.setdefault(found[cid], None)
         return list(ranked)
-
-
-def _replace_chunks(
-    conn: sqlite3.Connection, index_id: str, document_id: str, title: str | None, chunks: Sequence[NewChunk]
-) -> ChunkChanges:
-    """Make the document's chunks in one index version be ``chunks``, keeping identical existing rows."""
-    reusable: dict[tuple[str, int | None], list[int]] = {}
-    # "+collection_id" keeps SQLite on the document's index: left to itself it takes chunks_collection, which
-    # also yields ORDER BY id, and walks every chunk of the collection on each write.
-    for cid, chash, page in conn.execute(
-        "SELECT id, content_hash, page FROM chunks WHERE document_id = ? AND +collection_id = ? ORDER BY id",
-        (document_id, index_id),
-    ):
-        reusable.setdefault((chash, page), []).append(cid)
-    added = [(_put_chunk(conn, index_id, document_id, title, chunk, reusable), chunk.vector) for chunk in chunks]
-    removed = [cid for ids in reusable.values() for cid in ids]
-    delete_index_chunks(conn, index_id, removed)
-    fresh = [(cid, vector) for cid, vector in added if cid is not None]
-    return ChunkChanges(
-        added=tuple(cid for cid, _ in fresh),
-        added_vectors=tuple(vector for _, vector in fresh),
-        removed=tuple(removed),
-    )
-
-
-def _put_chunk(
-    conn: sqlite3.Connection,
-    index_id: str,
-    document_id: str,
-    title: str | None,
-    chunk: NewChunk,
-    reusable: dict[tuple[str, int | None], list[int]],
-) -> int | None:
-    """Insert a chunk, or keep an identical existing one (returns None then: nothing to index)."""
-    same = reusable.get((chunk.content_hash, chunk.page))
-    if same:
-        conn.execute("UPDATE chunks SET ordinal = ? WHERE id = ?", (chunk.ordinal, same.pop(0)))
-        return None
-    cursor = conn.execute(
-        "INSERT INTO chunks(document_id, collection_id, ordinal, text, section, page, token_count, "
-        "content_hash, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            document_id,
-            index_id,
-            chunk.ordinal,
-            chunk.text,
-            chunk.section,
-            chunk.page,
-            chunk.token_count,
-            chunk.content_hash,
-            chunk.vector,
-        ),
-    )
-    chunk_id = int(cursor.lastrowid or 0)
-    body = analyze_to_string(f"{chunk.section or ''}\n{chunk.text}")
-    conn.execute(
-        f"INSERT INTO {fts_table(index_id)}(rowid, title, body) VALUES (?, ?, ?)",
-        (chunk_id, analyze_to_string(title or ""), body),
-    )
-    return chunk_id
-
-
-def delete_index_chunks(conn: sqlite3.Connection, index_id: str, ids: Sequence[int]) -> None:
-    for batch in _batches(ids):
-        marks = ", ".join("?" for _ in batch)
-        conn.execute(f"DELETE FROM {fts_table(index_id)} WHERE rowid IN ({marks})", list(batch))
-        conn.execute(f"DELETE FROM chunks WHERE id IN ({marks})", list(batch))

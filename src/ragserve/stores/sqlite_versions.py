@@ -13,7 +13,7 @@ from typing import Any
 from ragserve.domain import IndexConfig, IndexRoute, IndexState, IndexVersion, VectorPrecision
 from ragserve.errors import ConflictError, NotFoundError
 from ragserve.stores.codec import config_from_json, config_to_json
-from ragserve.stores.sqlite import delete_index_chunks
+from ragserve.stores.sqlite_chunks import delete_index_chunks
 from ragserve.stores.sqlite_db import SqliteDatabase, create_fts_table, fts_table, parse_time, utc_now
 
 _COLUMNS = "index_id, collection_id, version, config, state, built, total, error, created_at"

@@ -21,7 +21,7 @@ from ragserve.domain import ANONYMOUS, Principal
 from ragserve.errors import QuotaExceededError, RateLimitBackendError, RateLimitedError
 from ragserve.observability.metrics import RATE_LIMIT_FAIL_OPEN, RATE_LIMITED
 from ragserve.security.ratelimit.protocol import QuotaCounters, RateLimiter
-from ragserve.settings import RateLimitSettings
+from ragserve.settings_security import RateLimitSettings
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
