@@ -149,6 +149,10 @@ def _open_sqlite(
         else None
     )
     store = SqliteStore(db, config, title_weight=settings.retrieval.title_weight, accelerator=accelerator)
+    if accelerator is not None:
+        accelerator.prepare(
+            [str(r[0]) for r in db.fetchall("SELECT active_index FROM collections WHERE active_index IS NOT NULL")]
+        )
     versions = SqliteIndexVersions(db)
     index = HnswVectorIndex(
         settings.index_dir,

@@ -55,6 +55,11 @@ class KeywordAccelerator:
         snapshot = self.current(index_id)
         return None if snapshot is None else snapshot.chunk_counts(terms)
 
+    def prepare(self, index_ids: Sequence[str]) -> None:
+        """Queue snapshots of these indexes now (the active ones at start-up), not at their first search."""
+        for index_id in index_ids:
+            self.current(index_id)
+
     def current(self, index_id: str) -> Bm25Snapshot | None:
         """The index's snapshot if it matches the table now; else None, and a rebuild is queued."""
         generation = self._db.fts_generations.current(index_id)
