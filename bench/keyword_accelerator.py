@@ -16,6 +16,7 @@ import json
 import os
 import statistics
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,11 @@ def main() -> None:
     with db.reading() as conn:
         snapshot = read_snapshot(conn, index_id, 0)
     build_seconds = time.perf_counter() - started
+    tracemalloc.start()  # numpy reports its arrays to tracemalloc; a second build, traced, for its peak
+    with db.reading() as conn:
+        read_snapshot(conn, index_id, 0)
+    build_peak_bytes = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
     accelerator = KeywordAccelerator(db, max_chunks=10_000_000, quiet_seconds=0.0)
     fast = SqliteStore(db, config, settings.title_weight, accelerator)
     while accelerator.current(index_id) is None:
@@ -107,6 +113,7 @@ def main() -> None:
         "snapshot_bytes": snapshot.nbytes,
         "snapshot_bytes_per_chunk": round(snapshot.nbytes / max(snapshot.row_count, 1), 1),
         "build_seconds": round(build_seconds, 2),
+        "build_peak_traced_bytes": build_peak_bytes,
         "queries": len(questions),
         "answers_differing": differing,
         "load_average": os.getloadavg(),

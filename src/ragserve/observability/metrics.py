@@ -194,7 +194,7 @@ ANSWER_CACHE_SAVED_TOKENS = Counter(
 # --- keyword search in memory (embedded store) -----------------------------------------------------------
 KEYWORD_SEARCHES = Counter(
     "ragserve_store_keyword_searches_total",
-    "Embedded-store keyword searches (and term counts) by engine: memory (the BM25 copy) or fts5.",
+    "Embedded-store keyword searches by engine: memory (the in-memory BM25 copy) or fts5.",
     ["engine"],
 )
 KEYWORD_REBUILD_DURATION = Histogram(

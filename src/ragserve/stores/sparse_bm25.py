@@ -29,7 +29,7 @@ from ragserve.stores.sqlite_db import fts_table
 K1 = 1.2
 B = 0.75
 _ASCII_TERM = re.compile(r"[a-z0-9]+")  # a single unicode61 token whatever SQLite's Unicode tables say
-_BATCH_ROWS = 4096
+_BATCH_ROWS = 2048
 
 
 @dataclass(frozen=True)
@@ -118,34 +118,46 @@ def read_snapshot(conn: sqlite3.Connection, index_id: str, generation: int) -> B
     conn.execute("BEGIN")
     try:
         rowids, sizes = _row_sizes(conn, fts)
-        term_ids, keys, counts = _postings(conn, fts, rowids)
+        term_ids, batches = _batch_postings(conn, fts, rowids)
         vocabulary = conn.execute(f'SELECT term, doc, cnt FROM temp."{fts}_terms"').fetchall()
     finally:
         conn.execute("COMMIT")
+    # Batches hold ascending rows, each sorted by (term, row): placing batch after batch at each term's
+    # cursor leaves every term's postings in row order without sorting them all at once (a third of the memory).
+    vocabulary_size = len(term_ids)
+    df = np.zeros(vocabulary_size, dtype=np.int64)
+    for batch in batches:
+        df += np.bincount(batch.terms, minlength=vocabulary_size)
+    offsets = np.zeros(vocabulary_size + 1, dtype=np.int64)
+    np.cumsum(df, out=offsets[1:])
+    total = int(offsets[-1])
+    rows = np.empty(total, dtype=np.int32)
+    title_tf = np.empty(total, dtype=np.uint16)
+    body_tf = np.empty(total, dtype=np.uint16)
+    instances = np.zeros(vocabulary_size, dtype=np.int64)
+    cursor = offsets[:-1].copy()
+    batches.reverse()
+    while batches:
+        batch = batches.pop()  # freed as it is placed
+        within = np.arange(batch.terms.shape[0]) - np.searchsorted(batch.terms, batch.terms)
+        places = cursor[batch.terms] + within
+        rows[places], title_tf[places], body_tf[places] = batch.rows, batch.title_tf, batch.body_tf
+        cursor += np.bincount(batch.terms, minlength=vocabulary_size)
+        instances += np.bincount(
+            batch.terms, weights=batch.title_tf.astype(np.int64) + batch.body_tf, minlength=vocabulary_size
+        ).astype(np.int64)
     n = rowids.shape[0]
-    # keys = (term * n + row) * 2 + column, unique and sorted: a (term, row)'s title entry precedes its body's.
-    pair = keys // 2
-    is_first = np.ones(pair.shape[0], dtype=bool)
-    is_first[1:] = pair[1:] != pair[:-1]
-    group = np.cumsum(is_first) - 1
-    is_title = (keys % 2) == 0
-    title_tf = np.bincount(group, weights=counts * is_title).astype(np.uint16)
-    body_tf = np.bincount(group, weights=counts * ~is_title).astype(np.uint16)
-    firsts = pair[is_first]
-    terms_of = firsts // max(n, 1)
-    offsets = np.searchsorted(terms_of, np.arange(len(term_ids) + 1)).astype(np.int64)
     avgdl = float(sizes.sum()) / n if n else 1.0
-    unsafe = _unsafe_terms(term_ids, offsets, title_tf.astype(np.int64) + body_tf, vocabulary)
     return Bm25Snapshot(
         generation=generation,
         term_ids=term_ids,
         offsets=offsets,
-        rows=(firsts % max(n, 1)).astype(np.int32),
+        rows=rows,
         title_tf=title_tf,
         body_tf=body_tf,
         rowids=rowids,
         length_norm=K1 * (1 - B + B * sizes.astype(np.float64) / avgdl),
-        unsafe=unsafe,
+        unsafe=_unsafe_terms(term_ids, df, instances, vocabulary),
     )
 
 
@@ -173,45 +185,72 @@ def _varint_sum(blob: bytes) -> int:
     return total
 
 
-def _postings(
+@dataclass(frozen=True)
+class _Batch:
+    """Postings of consecutive rows, sorted by (term, row)."""
+
+    terms: npt.NDArray[np.int32]
+    rows: npt.NDArray[np.int32]
+    title_tf: npt.NDArray[np.uint16]
+    body_tf: npt.NDArray[np.uint16]
+
+
+def _batch_postings(
     conn: sqlite3.Connection, fts: str, rowids: npt.NDArray[np.int64]
-) -> tuple[dict[str, int], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-    """Term ids, and the sorted unique keys (term * n + row) * 2 + column with their token counts."""
-    n = max(int(rowids.shape[0]), 1)
+) -> tuple[dict[str, int], list[_Batch]]:
+    """Term ids, and the table's postings in batches of ``_BATCH_ROWS`` rows (positions into ``rowids``)."""
     term_ids: dict[str, int] = {}
     add = term_ids.setdefault
-    batches: list[npt.NDArray[np.int64]] = []
+    batches: list[_Batch] = []
     cursor = conn.execute(f"SELECT rowid, title, body FROM {fts} ORDER BY rowid")
     position = 0
     while chunk := cursor.fetchmany(_BATCH_ROWS):
         ids: list[int] = []
-        slots: list[int] = []
-        for rowid, title, body in chunk:
-            if rowids[position] != rowid:  # content and docsize are written together; a mismatch is corruption
-                raise sqlite3.DatabaseError(f"{fts}: row {rowid} has no size record")
+        slots: list[int] = []  # row in the batch * 2 + column
+        for offset, (rowid, title, body) in enumerate(chunk):
+            if position + offset >= rowids.shape[0] or rowids[position + offset] != rowid:
+                raise sqlite3.DatabaseError(f"{fts}: row {rowid} has no size record")  # written together
             for column, text in ((0, title), (1, body)):
                 tokens = (text or "").split()
                 ids.extend([add(t, len(term_ids)) for t in tokens])
-                slots.extend([position * 2 + column] * len(tokens))
-            position += 1
-        batches.append(np.asarray(ids, dtype=np.int64) * (2 * n) + np.asarray(slots, dtype=np.int64))
+                slots.extend([offset * 2 + column] * len(tokens))
+        keys = np.asarray(ids, dtype=np.int64) * (2 * len(chunk)) + np.asarray(slots, dtype=np.int64)
+        batches.append(_batch(keys, len(chunk), position))
+        position += len(chunk)
     if position != rowids.shape[0]:
         raise sqlite3.DatabaseError(f"{fts}: {rowids.shape[0] - position} size records without a row")
-    if not batches:
-        return term_ids, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
-    keys, counts = np.unique(np.concatenate(batches), return_counts=True)
-    return term_ids, keys, counts.astype(np.float64)
+    return term_ids, batches
+
+
+def _batch(keys: npt.NDArray[np.int64], batch_rows: int, first_row: int) -> _Batch:
+    """Token keys (term * batch_rows + row) * 2 + column, one per token, counted into term frequencies."""
+    unique, counts = np.unique(keys, return_counts=True)
+    counts = np.minimum(counts, np.iinfo(np.uint16).max)  # a larger count fails the check against FTS5
+    pair = unique // 2
+    is_first = np.ones(pair.shape[0], dtype=bool)
+    is_first[1:] = pair[1:] != pair[:-1]
+    group = np.cumsum(is_first) - 1
+    is_title = (unique % 2) == 0
+    title_tf = np.zeros(int(is_first.sum()), dtype=np.uint16)
+    body_tf = np.zeros_like(title_tf)
+    title_tf[group[is_title]] = counts[is_title]  # a (term, row) has at most one entry per column
+    body_tf[group[~is_title]] = counts[~is_title]
+    firsts = pair[is_first]
+    return _Batch(
+        terms=(firsts // batch_rows).astype(np.int32),
+        rows=(firsts % batch_rows + first_row).astype(np.int32),
+        title_tf=title_tf,
+        body_tf=body_tf,
+    )
 
 
 def _unsafe_terms(
     term_ids: dict[str, int],
-    offsets: npt.NDArray[np.int64],
-    tf: npt.NDArray[np.int64],
+    df: npt.NDArray[np.int64],
+    instances: npt.NDArray[np.int64],
     vocabulary: list[tuple[str, int, int]],
 ) -> frozenset[str]:
     """Terms whose (rows, instances) differ from FTS5's, and FTS5's terms this copy lacks."""
-    instances = np.add.reduceat(tf, offsets[:-1]) if tf.shape[0] else np.zeros(0, dtype=np.int64)
-    df = np.diff(offsets)
     unseen = set(term_ids)
     unsafe: set[str] = set()
     for term, doc, cnt in vocabulary:
