@@ -122,30 +122,7 @@ def read_snapshot(conn: sqlite3.Connection, index_id: str, generation: int) -> B
         vocabulary = conn.execute(f'SELECT term, doc, cnt FROM temp."{fts}_terms"').fetchall()
     finally:
         conn.execute("COMMIT")
-    # Batches hold ascending rows, each sorted by (term, row): placing batch after batch at each term's
-    # cursor leaves every term's postings in row order without sorting them all at once (a third of the memory).
-    vocabulary_size = len(term_ids)
-    df = np.zeros(vocabulary_size, dtype=np.int64)
-    for batch in batches:
-        df += np.bincount(batch.terms, minlength=vocabulary_size)
-    offsets = np.zeros(vocabulary_size + 1, dtype=np.int64)
-    np.cumsum(df, out=offsets[1:])
-    total = int(offsets[-1])
-    rows = np.empty(total, dtype=np.int32)
-    title_tf = np.empty(total, dtype=np.uint16)
-    body_tf = np.empty(total, dtype=np.uint16)
-    instances = np.zeros(vocabulary_size, dtype=np.int64)
-    cursor = offsets[:-1].copy()
-    batches.reverse()
-    while batches:
-        batch = batches.pop()  # freed as it is placed
-        within = np.arange(batch.terms.shape[0]) - np.searchsorted(batch.terms, batch.terms)
-        places = cursor[batch.terms] + within
-        rows[places], title_tf[places], body_tf[places] = batch.rows, batch.title_tf, batch.body_tf
-        cursor += np.bincount(batch.terms, minlength=vocabulary_size)
-        instances += np.bincount(
-            batch.terms, weights=batch.title_tf.astype(np.int64) + batch.body_tf, minlength=vocabulary_size
-        ).astype(np.int64)
+    offsets, rows, title_tf, body_tf, instances = _place(batches, len(term_ids))
     n = rowids.shape[0]
     avgdl = float(sizes.sum()) / n if n else 1.0
     return Bm25Snapshot(
@@ -157,7 +134,7 @@ def read_snapshot(conn: sqlite3.Connection, index_id: str, generation: int) -> B
         body_tf=body_tf,
         rowids=rowids,
         length_norm=K1 * (1 - B + B * sizes.astype(np.float64) / avgdl),
-        unsafe=_unsafe_terms(term_ids, df, instances, vocabulary),
+        unsafe=_unsafe_terms(term_ids, np.diff(offsets), instances, vocabulary),
     )
 
 
@@ -242,6 +219,38 @@ def _batch(keys: npt.NDArray[np.int64], batch_rows: int, first_row: int) -> _Bat
         title_tf=title_tf,
         body_tf=body_tf,
     )
+
+
+def _place(
+    batches: list[_Batch], vocabulary_size: int
+) -> tuple[
+    npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.uint16], npt.NDArray[np.uint16], npt.NDArray[np.int64]
+]:
+    """Term offsets, postings (rows, title tf, body tf) and each term's instances, from the batches (emptied).
+
+    Batches hold ascending rows, each sorted by (term, row): placing batch after batch at each term's cursor
+    leaves every term's postings in row order without sorting them all at once (a third of the memory)."""
+    df = np.zeros(vocabulary_size, dtype=np.int64)
+    for batch in batches:
+        df += np.bincount(batch.terms, minlength=vocabulary_size)
+    offsets = np.zeros(vocabulary_size + 1, dtype=np.int64)
+    np.cumsum(df, out=offsets[1:])
+    total = int(offsets[-1])
+    rows = np.empty(total, dtype=np.int32)
+    title_tf = np.empty(total, dtype=np.uint16)
+    body_tf = np.empty(total, dtype=np.uint16)
+    instances = np.zeros(vocabulary_size, dtype=np.int64)
+    cursor = offsets[:-1].copy()
+    batches.reverse()
+    while batches:
+        batch = batches.pop()  # freed as it is placed
+        within = np.arange(batch.terms.shape[0]) - np.searchsorted(batch.terms, batch.terms)
+        places = cursor[batch.terms] + within
+        rows[places], title_tf[places], body_tf[places] = batch.rows, batch.title_tf, batch.body_tf
+        cursor += np.bincount(batch.terms, minlength=vocabulary_size)
+        tf = batch.title_tf.astype(np.int64) + batch.body_tf
+        instances += np.bincount(batch.terms, weights=tf, minlength=vocabulary_size).astype(np.int64)
+    return offsets, rows, title_tf, body_tf, instances
 
 
 def _unsafe_terms(
