@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from ragserve.domain import DocumentInput, IndexConfig, NewChunk, ParsedDocument, SearchFilters, TextBlock
 from ragserve.stores.analyzer import analyze
@@ -176,3 +177,27 @@ def test_an_index_over_the_bound_stays_on_fts5(corpus: Corpus) -> None:
         assert store.keyword_search(corpus.collection_id, ["cell"], 5, NOTHING)
     finally:
         small.close()
+
+
+def _rebuilds() -> float:
+    return REGISTRY.get_sample_value("ragserve_store_keyword_rebuild_seconds_count") or 0.0
+
+
+def test_a_burst_of_writes_is_rebuilt_once_when_writes_pause(tmp_path: Path) -> None:
+    db = SqliteDatabase(tmp_path / "db.sqlite3")
+    accelerator = KeywordAccelerator(db, max_chunks=1000, quiet_seconds=1.0, max_stale_seconds=60.0)
+    burst = Corpus(db, accelerator)
+    try:
+        burst.ingest([{"title": "First", "text": "Statins lower cholesterol."}])
+        burst.snapshot()
+        before = _rebuilds()
+        for i in range(10):  # a bulk load: searches meanwhile are answered by FTS5
+            burst.ingest([{"title": f"Doc {i}", "text": f"Statin trial number {i} lowered cholesterol."}])
+            assert burst.fast.keyword_search(burst.collection_id, ["statin"], 20, NOTHING)
+            time.sleep(0.05)
+        assert _rebuilds() == before
+        assert burst.snapshot().row_count == 11
+        assert _rebuilds() == before + 1
+    finally:
+        accelerator.close()
+        db.close()

@@ -2,7 +2,9 @@
 
 Chunk text is indexed in FTS5 after our own analysis (``analyzer.py``: stop words, Snowball stems), so FTS5's
 built-in ``bm25()`` ranks stemmed terms. The FTS rows are written in the same transaction as the chunks,
-so the keyword index can never disagree with the documents.
+so the keyword index can never disagree with the documents. Unfiltered keyword searches may be answered by an
+in-memory copy of the FTS5 postings that ranks exactly as ``bm25()`` (``keyword_accelerator.py``), only while
+that copy matches the table.
 """
 
 from __future__ import annotations
