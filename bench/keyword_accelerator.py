@@ -117,9 +117,7 @@ def main() -> None:
         "queries": len(questions),
         "answers_differing": differing,
         "load_average": os.getloadavg(),
-        **{
-            name: {part: _percentiles(values) for part, values in parts.items()} for name, parts in timings.items()
-        },
+        **{name: {part: _percentiles(values) for part, values in parts.items()} for name, parts in timings.items()},
     }
     for part in ("query", "keyword_half"):
         result[f"speedup_p50_{part}"] = round(
