@@ -215,7 +215,9 @@ class StoreSettings(BaseModel):
     ``vector_precision`` picks the pgvector index: ``f32`` (the vectors as stored), ``f16`` (halfvec) or
     ``binary`` (bit, with the top candidates rescored at full precision). ``sqlite_connections`` bounds the
     SQLite connections that all threads share, and ``sqlite_cache_mb`` their page caches together (each
-    connection keeps its own)."""
+    connection keeps its own). ``keyword_accelerator``: the embedded store keeps the BM25 postings of the searched
+    FTS5 tables in memory as well, ranked exactly as FTS5 ranks but much faster (``stores/sparse_bm25.py``), up
+    to ``keyword_accelerator_max_chunks`` chunks in all."""
 
     backend: Literal["sqlite", "postgres"] = "sqlite"
     postgres_url: SecretStr | None = Field(default=None, description="e.g. postgresql://user:pass@host:5432/db")
@@ -225,6 +227,12 @@ class StoreSettings(BaseModel):
     vector_precision: Literal["f32", "f16", "binary"] = "f32"
     sqlite_connections: int = Field(default=8, ge=1, le=64, description="SQLite connections at most, all threads")
     sqlite_cache_mb: int = Field(default=64, ge=8, description="SQLite page cache of all connections together")
+    keyword_accelerator: bool = Field(
+        default=True, description="sqlite: answer unfiltered keyword searches from an in-memory copy of FTS5's BM25"
+    )
+    keyword_accelerator_max_chunks: int = Field(
+        default=2_000_000, ge=0, description="sqlite: chunks the in-memory BM25 copies hold at most (~0.6 KB each)"
+    )
 
     @model_validator(mode="after")
     def _check_backend(self) -> StoreSettings:

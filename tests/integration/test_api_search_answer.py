@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 
 from ragserve.api.app import create_app
 from ragserve.embedding.onnx import OnnxEmbedder
@@ -82,6 +84,28 @@ def test_metadata_filters_equality_and_in(scifact_client: TestClient) -> None:
         assert all(r["metadata"]["year"] in (2000, 2002) for r in some["results"]), mode
     none = _search(scifact_client, query="cancer cells", filters={"year": 1999})["results"]
     assert none == []
+
+
+def _memory_searches() -> float:
+    found = REGISTRY.get_sample_value("ragserve_store_keyword_searches_total", {"engine": "memory"})
+    return found or 0.0
+
+
+def test_keyword_search_from_memory_ranks_as_fts5_does(scifact_client: TestClient) -> None:
+    # The in-memory BM25 copy answers unfiltered searches once built; a filter that every document passes
+    # sends the same search to FTS5, whose table-wide statistics give the same ranking and scores.
+    before, deadline = _memory_searches(), time.monotonic() + 20
+    while _memory_searches() == before:
+        assert time.monotonic() < deadline, "the keyword accelerator never answered"
+        fast = _search(scifact_client, query="cancer cells in mice", k=20, mode="keyword")["results"]
+        time.sleep(0.05)
+    exact = _search(
+        scifact_client, query="cancer cells in mice", k=20, mode="keyword", filters={"year": [2000, 2001, 2002]}
+    )["results"]
+    assert len(fast) == 20
+    assert [(r["chunk_id"], round(r["score"], 9)) for r in fast] == [
+        (r["chunk_id"], round(r["score"], 9)) for r in exact
+    ]
 
 
 def test_unknown_collection_is_404(scifact_client: TestClient) -> None:

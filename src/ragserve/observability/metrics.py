@@ -189,3 +189,19 @@ ANSWER_CACHE_SAVED_TOKENS = Counter(
     "LLM tokens (prompt and completion) not spent because the answer came from the cache, by match.",
     ["match"],
 )
+
+
+# --- keyword search in memory (embedded store) -----------------------------------------------------------
+KEYWORD_SEARCHES = Counter(
+    "ragserve_store_keyword_searches_total",
+    "Embedded-store keyword searches by engine: memory (the in-memory BM25 copy) or fts5.",
+    ["engine"],
+)
+KEYWORD_REBUILD_DURATION = Histogram(
+    "ragserve_store_keyword_rebuild_seconds",
+    "Time to copy one FTS5 table into the in-memory BM25 accelerator.",
+    buckets=_LATENCY_BUCKETS,
+)
+KEYWORD_SNAPSHOT_BYTES = Gauge(
+    "ragserve_store_keyword_snapshot_bytes", "Memory of the in-memory BM25 accelerator's snapshots, all indexes."
+)

@@ -132,6 +132,7 @@ def _open_sqlite(
     settings: Settings, config: IndexConfig, dimension: int, outbox: OutboxPolicy | None, lock: IO[str]
 ) -> StoreSet:
     from ragserve.stores.hnsw import HnswVectorIndex
+    from ragserve.stores.keyword_accelerator import KeywordAccelerator
     from ragserve.stores.sqlite import SqliteStore
     from ragserve.stores.sqlite_audit import SqliteAuditLog
     from ragserve.stores.sqlite_db import SqliteDatabase
@@ -142,7 +143,16 @@ def _open_sqlite(
     db = SqliteDatabase(
         settings.database_path, settings.store.sqlite_connections, settings.store.sqlite_cache_mb * 1024 * 1024
     )
-    store = SqliteStore(db, config, title_weight=settings.retrieval.title_weight)
+    accelerator = (
+        KeywordAccelerator(db, settings.store.keyword_accelerator_max_chunks)
+        if settings.store.keyword_accelerator
+        else None
+    )
+    store = SqliteStore(db, config, title_weight=settings.retrieval.title_weight, accelerator=accelerator)
+    if accelerator is not None:
+        accelerator.prepare(
+            [str(r[0]) for r in db.fetchall("SELECT active_index FROM collections WHERE active_index IS NOT NULL")]
+        )
     versions = SqliteIndexVersions(db)
     index = HnswVectorIndex(
         settings.index_dir,
@@ -159,7 +169,7 @@ def _open_sqlite(
         keys=SqliteApiKeys(db),
         audit=SqliteAuditLog(db),
         ping=lambda: db.fetchone("SELECT 1"),
-        closers=[db.close, lock.close],
+        closers=[*([accelerator.close] if accelerator else []), db.close, lock.close],
         is_shared=False,
     )
 

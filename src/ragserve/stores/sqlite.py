@@ -2,7 +2,9 @@
 
 Chunk text is indexed in FTS5 after our own analysis (``analyzer.py``: stop words, Snowball stems), so FTS5's
 built-in ``bm25()`` ranks stemmed terms. The FTS rows are written in the same transaction as the chunks,
-so the keyword index can never disagree with the documents.
+so the keyword index can never disagree with the documents. Unfiltered keyword searches may be answered by an
+in-memory copy of the FTS5 postings that ranks exactly as ``bm25()`` (``keyword_accelerator.py``), only while
+that copy matches the table.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from ragserve.domain import (
     SearchHit,
 )
 from ragserve.errors import IndexVersionsChangedError, NotFoundError
+from ragserve.observability.metrics import KEYWORD_SEARCHES
 from ragserve.stores.codec import config_to_json, decode_parsed, encode_parsed
+from ragserve.stores.keyword_accelerator import KeywordAccelerator
 from ragserve.stores.protocol import ChunkChanges, DocumentFingerprint, DocumentWrite, StagedItem, Vectors
 from ragserve.stores.sqlite_chunks import delete_index_chunks, replace_chunks
 from ragserve.stores.sqlite_db import (
@@ -56,10 +60,18 @@ from ragserve.stores.sqlite_sql import (
 
 class SqliteStore:
     """Implements ``DocumentStore``, ``ChunkStore``, ``KeywordIndex``, ``EmbeddingCache`` and
-    ``RebuildSource``. New collections get index version 1 configured by ``index_config``."""
+    ``RebuildSource``. New collections get index version 1 configured by ``index_config``. ``accelerator``,
+    if given, answers unfiltered keyword searches from memory while it is current (``keyword_accelerator.py``)."""
 
-    def __init__(self, db: SqliteDatabase, index_config: IndexConfig, title_weight: float = 1.0) -> None:
+    def __init__(
+        self,
+        db: SqliteDatabase,
+        index_config: IndexConfig,
+        title_weight: float = 1.0,
+        accelerator: KeywordAccelerator | None = None,
+    ) -> None:
         self._db = db
+        self._accelerator = accelerator
         self._title_weight = title_weight
         self._config_json = config_to_json(index_config)
         with db.write() as conn:
@@ -71,7 +83,7 @@ class SqliteStore:
         found = self._find_collection(name, tenant)
         if found is None:
             with self._db.write() as wconn:
-                create_collection(wconn, name, tenant, self._config_json)
+                self._db.note_fts_write(create_collection(wconn, name, tenant, self._config_json))
             found = self._find_collection(name, tenant)
         assert found is not None
         return found
@@ -176,6 +188,7 @@ class SqliteStore:
             ).fetchall():
                 removed.setdefault(str(index_id), []).append(int(cid))
             for index_id, ids in removed.items():
+                self._db.note_fts_write(index_id)
                 delete_index_chunks(conn, index_id, ids)
             conn.execute("DELETE FROM documents WHERE id = ?", (document_id,))
         return removed
@@ -197,6 +210,8 @@ class SqliteStore:
             live = live_index_ids(conn, item.collection_id)
             if live != set(write.chunks):
                 raise IndexVersionsChangedError(f"collection {item.collection_id} now has other index versions")
+            for index_id in write.chunks:
+                self._db.note_fts_write(index_id)
             changes = {
                 index_id: replace_chunks(conn, index_id, item.document_id, write.title, chunks)
                 for index_id, chunks in write.chunks.items()
@@ -263,6 +278,7 @@ class SqliteStore:
             ).fetchone()
             if row is None or row[0] != source.content_hash:
                 return None
+            self._db.note_fts_write(index_id)
             return replace_chunks(conn, index_id, source.document_id, source.title, chunks)
 
     # --- chunks --------------------------------------------------------------------------------------------
@@ -344,6 +360,13 @@ class SqliteStore:
         unique = sorted(set(terms))
         if not unique:
             return []
+        # Filters stay on FTS5: its index yields the matches and SQL applies the metadata and ACL clauses.
+        if self._accelerator is not None and not filters:
+            found = self._accelerator.search(collection_id, unique, k, self._title_weight)
+            if found is not None:
+                KEYWORD_SEARCHES.labels(engine="memory").inc()
+                return found
+        KEYWORD_SEARCHES.labels(engine="fts5").inc()
         match = " OR ".join(f'"{term}"' for term in unique)
         clause, params = filter_clause(filters)
         fts = fts_table(collection_id)
@@ -362,6 +385,10 @@ class SqliteStore:
         unique = sorted(set(terms))
         if not unique:
             return {}
+        if self._accelerator is not None:
+            counts = self._accelerator.chunk_counts(collection_id, unique)
+            if counts is not None:
+                return counts
         fts = fts_table(collection_id)
         marks = ", ".join("?" for _ in unique)
         with self._db.reading() as conn:

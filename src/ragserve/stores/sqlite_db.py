@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ragserve.errors import StoreError
+from ragserve.stores.fts_generations import FtsGenerations
 
 SCHEMA_VERSION = 6
 
@@ -294,6 +295,8 @@ class SqliteDatabase:
         self._wait_seconds = wait_seconds
         self._local = threading.local()
         self._write_lock = threading.RLock()
+        self.fts_generations = FtsGenerations()
+        self._fts_written: set[str] = set()  # by the open write transaction; guarded by _write_lock
         self._idle: list[sqlite3.Connection] = []
         self._opened: list[sqlite3.Connection] = []
         self._opening = 0
@@ -343,11 +346,21 @@ class SqliteDatabase:
                 return
             conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            finally:
+                for index_id in self._fts_written:
+                    self.fts_generations.bump(index_id)
+                self._fts_written.clear()
+
+    def note_fts_write(self, index_id: str) -> None:
+        """Record, inside a ``write()`` block, that it changes the index's FTS5 table (``fts_generations.py``)."""
+        self.fts_generations.bump(index_id)
+        self._fts_written.add(index_id)
 
     def fetchall(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
         """Every row of one read statement, on a leased connection."""

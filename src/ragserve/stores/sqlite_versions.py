@@ -64,6 +64,7 @@ class SqliteIndexVersions:
                 "VALUES (?, ?, ?, ?, 'building', ?, ?)",
                 (index_id, collection_id, int(latest) + 1, config_to_json(config), total, utc_now()),
             )
+            self._db.note_fts_write(index_id)
             create_fts_table(conn, index_id)
             row = conn.execute(f"SELECT {_COLUMNS} FROM index_versions WHERE index_id = ?", (index_id,)).fetchone()
         return _version(tuple(row))
@@ -115,6 +116,7 @@ class SqliteIndexVersions:
             if routed is not None:
                 raise ConflictError("an index version that queries are routed to cannot be deleted")
             ids = [int(r[0]) for r in conn.execute("SELECT id FROM chunks WHERE collection_id = ?", (index_id,))]
+            self._db.note_fts_write(index_id)
             delete_index_chunks(conn, index_id, ids)
             conn.execute("UPDATE collections SET previous_index = NULL WHERE previous_index = ?", (index_id,))
             conn.execute("DELETE FROM index_versions WHERE index_id = ?", (index_id,))
