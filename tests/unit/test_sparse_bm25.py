@@ -167,6 +167,21 @@ def test_a_new_index_version_is_tracked_separately(corpus: Corpus) -> None:
     assert corpus.accelerator.current(version.index_id) is None
 
 
+def test_the_copy_of_a_deleted_index_version_is_freed_by_the_next_rebuild(corpus: Corpus) -> None:
+    corpus.snapshot()
+    versions = SqliteIndexVersions(corpus.db)
+    version = versions.create_version(corpus.collection_id, CONFIG, 0)
+    deadline = time.monotonic() + 20
+    while corpus.accelerator.current(version.index_id) is None:  # its (empty) copy is built
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert version.index_id in corpus.accelerator.held
+    versions.delete_version(version.index_id)
+    corpus.ingest([{"title": "Later", "text": "A later study of statins."}])  # the next rebuild frees it
+    corpus.snapshot()
+    assert corpus.accelerator.held == {corpus.collection_id}
+
+
 def test_an_index_over_the_bound_stays_on_fts5(corpus: Corpus) -> None:
     small = KeywordAccelerator(corpus.db, max_chunks=10, quiet_seconds=0.0)
     try:

@@ -55,6 +55,12 @@ class KeywordAccelerator:
         snapshot = self.current(index_id)
         return None if snapshot is None else snapshot.chunk_counts(terms)
 
+    @property
+    def held(self) -> frozenset[str]:
+        """The indexes whose snapshots are in memory now, current or not."""
+        with self._changed:
+            return frozenset(self._snapshots)
+
     def prepare(self, index_ids: Sequence[str]) -> None:
         """Queue snapshots of these indexes now (the active ones at start-up), not at their first search."""
         for index_id in index_ids:
@@ -117,6 +123,7 @@ class KeywordAccelerator:
         return due, wait_seconds
 
     def _rebuild(self, index_id: str) -> None:
+        self._drop_stale()
         generation = self._db.fts_generations.current(index_id)  # before the read: see fts_generations.py
         started = time.perf_counter()
         try:
@@ -135,6 +142,15 @@ class KeywordAccelerator:
                     self._wanted.pop(index_id, None)
                 else:  # written meanwhile: rebuild again, debounced from now
                     self._wanted[index_id] = time.monotonic()
+            KEYWORD_SNAPSHOT_BYTES.set(sum(s.nbytes for s in self._snapshots.values()))
+
+    def _drop_stale(self) -> None:
+        """A snapshot that no longer matches its table never answers again: free it (and its share of
+        ``max_chunks``) before building another, e.g. that of an index version deleted after a promotion."""
+        with self._changed:
+            for index_id, snapshot in list(self._snapshots.items()):
+                if snapshot.generation != self._db.fts_generations.current(index_id):
+                    del self._snapshots[index_id]
             KEYWORD_SNAPSHOT_BYTES.set(sum(s.nbytes for s in self._snapshots.values()))
 
     def _read(self, index_id: str, generation: int) -> Bm25Snapshot | None:
