@@ -35,9 +35,9 @@ CANDIDATES: dict[str, Int8Recipe | None] = {
     "fp32": None,
     "naive": Int8Recipe(per_channel=False, const_weights_only=False, quantize_gather=True),
     "matmul_per_tensor": Int8Recipe(per_channel=False),
-    "matmul_per_channel": DEFAULT_RECIPE,
+    "matmul_per_channel": Int8Recipe(),
     "matmul_per_channel_reduce_range": Int8Recipe(reduce_range=True),
-    "per_channel_ffn_out_fp32": Int8Recipe(fp32_weights=(FFN_OUT,)),
+    "per_channel_ffn_out_fp32": DEFAULT_RECIPE,
     "per_channel_attn_and_ffn_out_fp32": Int8Recipe(fp32_weights=(FFN_OUT, ATTN_OUT)),
     "per_channel_first_last_layer_fp32": Int8Recipe(fp32_weights=(r"encoder\.layer\.[05]\.",)),
 }
