@@ -6,6 +6,8 @@ measured first, in this process, on exactly the chunk texts the pipeline embeds.
 
     python bench/ingest_and_search.py ../shared/datasets/scifact --limit 2000 --clients 8
 
+``--precision int8`` runs the int8 encoder (``RAGSERVE_EMBEDDING__PRECISION``), in this process and the server.
+
 Prints one JSON object.
 """
 
@@ -43,7 +45,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def raw_model(docs: list[DocumentInput], embedder: OnnxEmbedder) -> dict[str, float]:
+def raw_model(docs: list[DocumentInput], embedder: OnnxEmbedder) -> dict[str, Any]:
     """Embed the pipeline's chunk texts with the bare model: the floor ingestion is compared to."""
     chunking = Settings().chunking
     texts = []
@@ -64,6 +66,7 @@ def raw_model(docs: list[DocumentInput], embedder: OnnxEmbedder) -> dict[str, fl
         embedder.embed([text[:100]], kind="query")
         single.append((time.perf_counter() - t) * 1000)
     return {
+        "model_id": embedder.model_id,
         "chunks": len(texts),
         "chunks_per_s": len(texts) / elapsed,
         "docs_per_s": len(docs) / elapsed,
@@ -71,9 +74,10 @@ def raw_model(docs: list[DocumentInput], embedder: OnnxEmbedder) -> dict[str, fl
     }
 
 
-def _start(data_dir: Path, port: int, cache: Path) -> subprocess.Popen[bytes]:
+def _start(data_dir: Path, port: int, cache: Path, precision: str) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
+        "RAGSERVE_EMBEDDING__PRECISION": precision,
         "RAGSERVE_DATA_DIR": str(data_dir),
         "RAGSERVE_EMBEDDING__CACHE_DIR": str(cache),
         "RAGSERVE_SERVER__LOG_LEVEL": "warning",
@@ -158,18 +162,19 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="first N corpus documents (0 = all)")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
     args = parser.parse_args()
 
     corpus = list(read_corpus(args.dataset))[: args.limit or None]
     docs = [DocumentInput(collection="bench", external_id=d.id, title=d.title or None, text=d.text) for d in corpus]
     queries = [json.loads(line)["text"] for line in (args.dataset / "queries.jsonl").read_text().splitlines()]
     work = Path(tempfile.mkdtemp(prefix="ragserve-bench-"))
-    embedder = OnnxEmbedder(cache_dir=work / "models")
+    embedder = OnnxEmbedder(cache_dir=work / "models", precision=args.precision)
     raw = raw_model(docs, embedder)
     del embedder
 
     port = _free_port()
-    server = _start(work / "data", port, work / "models")
+    server = _start(work / "data", port, work / "models", args.precision)
     try:
         base = f"http://127.0.0.1:{port}"
         ingestion = ingest(base, docs)
@@ -181,6 +186,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     report: dict[str, Any] = {
         "dataset": args.dataset.name,
+        "model_id": raw["model_id"],
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "raw_model": raw,
         "ingestion": ingestion,

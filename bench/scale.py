@@ -40,6 +40,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import psycopg
 from loadgen import Server, closed_loop, load_average, query_embedding_floor, search_request
@@ -49,7 +50,7 @@ from ragserve.domain import DocumentInput, IndexConfig, SearchFilters
 from ragserve.embedding.onnx import OnnxEmbedder
 from ragserve.ingest.chunk_plan import embed_text
 from ragserve.ingest.pipeline import IngestPipeline
-from ragserve.settings import EmbeddingSettings, Settings, StoreSettings
+from ragserve.settings import EmbeddingSettings, Settings, StoreSettings, VectorIndexSettings
 from ragserve.stores.factory import StoreSet, claim_data_dir, open_stores
 from ragserve.stores.protocol import ChunkStore, VectorIndex, Vectors
 
@@ -155,8 +156,9 @@ def build(
     }
 
 
-def exact_top(store: ChunkStore, index_id: str, queries: Vectors, k: int) -> list[list[int]]:
-    """The exact top ``k`` chunk ids per query over every stored vector (streamed in batches)."""
+def exact_top(store: ChunkStore, index_id: str, queries: Vectors, k: int) -> tuple[list[list[int]], Vectors]:
+    """The exact top ``k`` chunk ids per query over every stored vector (streamed in batches), and the
+    ``k``-th best similarity per query."""
     ids = store.chunk_ids(index_id, SearchFilters())
     best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
     best_ids = np.zeros((len(queries), 0), dtype=np.int64)
@@ -168,27 +170,54 @@ def exact_top(store: ChunkStore, index_id: str, queries: Vectors, k: int) -> lis
         top = np.argsort(-all_scores, axis=1)[:, :k]
         best_scores = np.take_along_axis(all_scores, top, axis=1)
         best_ids = np.take_along_axis(all_ids, top, axis=1)
-    return [[int(i) for i in row] for row in best_ids]
+    return [[int(i) for i in row] for row in best_ids], best_scores[:, -1]
 
 
 def recall(stores: StoreSet, index_id: str, queries: Vectors, k: int = 10) -> dict[str, Any]:
+    """Recall@k two ways: ids (the ANN's ids among the exact top k) and, as ann-benchmarks counts it, ties
+    included (an ANN hit as similar as the exact k-th counts): the corpus repeats sentences, so some chunks
+    share a vector and the exact top k's choice among equals is arbitrary."""
     started = time.perf_counter()
-    exact = exact_top(stores.store, index_id, queries, k)
+    exact, kth = exact_top(stores.store, index_id, queries, k)
     exact_seconds = time.perf_counter() - started
-    found, latencies = [], []
-    for query, truth in zip(queries, exact, strict=True):
+    found, with_ties, latencies = [], [], []
+    for query, truth, last in zip(queries, exact, kth, strict=True):
         started = time.perf_counter()
-        ann = [cid for cid, _ in stores.index.search(index_id, query, k)]
+        ann = stores.index.search(index_id, query, k)
         latencies.append((time.perf_counter() - started) * 1000)
-        found.append(len(set(ann) & set(truth)) / k)
+        found.append(len({cid for cid, _ in ann} & set(truth)) / k)
+        with_ties.append(sum(1 for _, score in ann if score >= last - 1e-5) / k)
     return {
         "queries": len(queries),
         f"recall_at_{k}": round(float(np.mean(found)), 4),
         f"recall_at_{k}_min": round(float(np.min(found)), 2),
+        f"recall_at_{k}_ties_included": round(float(np.mean(with_ties)), 4),
+        f"recall_at_{k}_ties_included_min": round(float(np.min(with_ties)), 2),
         "ann_search_in_process_ms_p50": round(float(np.percentile(latencies, 50)), 2),
         "ann_search_in_process_ms_p95": round(float(np.percentile(latencies, 95)), 2),
         "exact_search_seconds_all_queries": round(exact_seconds, 1),
     }
+
+
+def recall_by_ef(
+    data_dir: Path, root: Path, model: OnnxEmbedder, queries: Vectors, efs: Sequence[int]
+) -> dict[str, Any]:
+    """Recall of an existing SQLite data dir's index at each HNSW ``ef_search``."""
+    out: dict[str, Any] = {}
+    for ef in efs:
+        settings = Settings(
+            data_dir=data_dir,
+            embedding=EmbeddingSettings(cache_dir=root / "models"),
+            vector_index=VectorIndexSettings(ef_search=ef),
+        )
+        config = IndexConfig(settings.chunking.max_tokens, settings.chunking.overlap_tokens, model.model_id)
+        stores = open_stores(settings, config, model.dimension, claim_data_dir(settings))
+        try:
+            index_id = stores.versions.index_route(stores.store.get_collection(COLLECTION).id).active.index_id
+            out[str(ef)] = recall(stores, index_id, queries)
+        finally:
+            stores.close()
+    return out
 
 
 def disk_bytes(data_dir: Path, postgres_url: str | None) -> dict[str, Any]:
@@ -273,11 +302,27 @@ def tree_pss_mb(pid: int) -> float:
     return round(total / 1024, 1)
 
 
+def wait_for_keyword_accelerator(base: str, timeout_seconds: float = 600.0) -> float | None:
+    """Seconds until the server's in-memory BM25 copy is built (searches meanwhile go to FTS5, so timing them
+    would measure the start-up, not the steady state); None if it was not built within the timeout."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_seconds:
+        for line in httpx.get(f"{base}/metrics", timeout=10).text.splitlines():
+            if line.startswith("ragserve_store_keyword_snapshot_bytes ") and float(line.split()[1]) > 0:
+                return round(time.monotonic() - started, 1)
+        time.sleep(1.0)
+    return None
+
+
 def serve_and_measure(env: dict[str, str], queries: list[str], clients: int, seconds: float) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with Server(env) as server:
         out["ready_seconds"] = round(server.ready_seconds, 1)
         out["memory_at_ready"] = server.memory()
+        accelerated = env.get("RAGSERVE_STORE__KEYWORD_ACCELERATOR", "true").lower() != "false"
+        if accelerated and env.get("RAGSERVE_STORE__BACKEND", "sqlite") == "sqlite":
+            out["keyword_accelerator_ready_seconds"] = wait_for_keyword_accelerator(server.base)
+            out["memory_with_keyword_accelerator"] = server.memory()
         for mode in ("hybrid", "dense"):
             request = [search_request(queries, COLLECTION, mode)]
             asyncio.run(closed_loop(server.base, request, 2, 5))  # warm-up: pages of the index and the tables
@@ -324,6 +369,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--reuse", action="store_true", help="serve an existing SQLite data dir, no rebuild")
     parser.add_argument("--server-env", action="append", default=[], help="KEY=VALUE for the server, repeatable")
+    parser.add_argument(
+        "--recall-ef", type=int, action="append", default=[], help="with --reuse: recall at this ef_search"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -375,6 +423,8 @@ def main() -> None:
                 stores.close()
             report["corpus"] |= chunk_stats(data_dir, postgres_url)
             report["disk"] = disk_bytes(data_dir, postgres_url)
+        elif args.recall_ef:
+            report["recall_by_ef_search"] = recall_by_ef(data_dir, root, model, recall_vectors, args.recall_ef)
         report["serving"] = serve_and_measure(server_env, questions, args.clients, args.seconds)
         if postgres_pid is not None:
             report["serving"]["postgres_pss_mb_after_load"] = tree_pss_mb(postgres_pid)

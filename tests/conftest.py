@@ -27,6 +27,12 @@ def embedder(model_cache: Path) -> OnnxEmbedder:
     return OnnxEmbedder(cache_dir=model_cache, intra_op_threads=2)
 
 
+@pytest.fixture(scope="session")
+def int8_embedder(model_cache: Path, embedder: OnnxEmbedder) -> OnnxEmbedder:
+    """The int8 encoder, quantized once per session from ``embedder``'s fp32 file."""
+    return OnnxEmbedder(cache_dir=model_cache, intra_op_threads=2, precision="int8")
+
+
 @pytest.fixture
 def make_settings(tmp_path: Path, model_cache: Path) -> Callable[..., Settings]:
     def make(**overrides: object) -> Settings:

@@ -22,6 +22,7 @@ RagserveError
 │       ├── ParseTimeoutError      parsing one file took longer than the limit
 │       └── ParseMemoryError       parsing one file needed more memory than the limit
 ├── EmbeddingError                 (model failed to load or run)
+│   └── EmbeddingModelMismatchError  the data holds vectors of another model id (e.g. embedding.precision changed)
 ├── StoreError                     (storage backend failed)
 │   └── DataDirLockedError         another process holds the data directory
 ├── RateLimitedError               429  a key's or client IP's request rate over its limit (Retry-After)
@@ -148,6 +149,10 @@ class ParseMemoryError(ParseLimitError):
 
 class EmbeddingError(RagserveError):
     code = "embedding_error"
+
+
+class EmbeddingModelMismatchError(EmbeddingError):
+    code = "embedding_model_mismatch"
 
 
 class StoreError(RagserveError):

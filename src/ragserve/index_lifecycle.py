@@ -26,7 +26,7 @@ from ragserve.domain import (
     SearchFilters,
     VectorPrecision,
 )
-from ragserve.errors import ConflictError, InvalidRequestError, NotFoundError
+from ragserve.errors import ConflictError, EmbeddingModelMismatchError, InvalidRequestError, NotFoundError
 from ragserve.evaluation import ndcg_at
 from ragserve.ingest.reindex import IndexBuilder
 from ragserve.retrieval.search import Retriever, SearchStore
@@ -267,6 +267,21 @@ class IndexLifecycle:
 
 def _index_id(version: IndexVersion | None) -> str | None:
     return None if version is None else version.index_id
+
+
+def refuse_other_models(store: SearchStore, versions: IndexVersionStore, model_id: str) -> None:
+    """Raise ``EmbeddingModelMismatchError`` if a live index version holds vectors of another model than
+    ``model_id``: searching them with this model's query vectors, or adding this model's vectors to them, would
+    mix two vector spaces (a changed ``embedding.precision`` or ``embedding.max_seq_length``)."""
+    for collection in store.list_collections():
+        for version in versions.live_versions(collection.id):
+            if version.config.model != model_id:
+                raise EmbeddingModelMismatchError(
+                    f"collection {collection.name!r} (index version {version.version}) holds vectors of "
+                    f"{version.config.model!r}, but the embedding settings load {model_id!r}: set "
+                    "RAGSERVE_EMBEDDING__PRECISION and __MAX_SEQ_LENGTH back to match, or ingest into a new data "
+                    "directory"
+                )
 
 
 def _check_ready(version: IndexVersion) -> None:

@@ -43,7 +43,7 @@ from ragserve.embedding.onnx import OnnxEmbedder
 from ragserve.embedding.protocol import Embedder
 from ragserve.embedding.reuse import ReusingEmbedder
 from ragserve.errors import NotFoundError
-from ragserve.index_lifecycle import IndexLifecycle
+from ragserve.index_lifecycle import IndexLifecycle, refuse_other_models
 from ragserve.ingest.admission import check_inputs, check_replaceable, hash_request
 from ragserve.ingest.isolation import build_parser
 from ragserve.ingest.pipeline import IngestPipeline
@@ -181,6 +181,7 @@ class RagService:
                 batch_size=settings.embedding.batch_size,
                 intra_op_threads=settings.embedding.threads or None,
                 allow_spinning=settings.embedding.allow_spinning,
+                precision=settings.embedding.precision,
             )
             # New collections start with index version 1 under the service's chunking and model.
             config = IndexConfig(
@@ -193,6 +194,11 @@ class RagService:
         except BaseException:
             if claim is not None:
                 claim.close()
+            raise
+        try:
+            refuse_other_models(stores.store, stores.versions, embedder.model_id)
+        except BaseException:
+            stores.close()
             raise
         batcher = _micro_batcher(settings, embedder)
         embedder = batcher or embedder

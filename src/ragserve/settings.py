@@ -37,6 +37,12 @@ class EmbeddingSettings(BaseModel):
     backend: Literal["onnx"] = "onnx"
     batch_size: int = Field(default=32, ge=1, le=512)
     max_seq_length: int = Field(default=256, ge=16, le=512)
+    # int8: the encoder's weight MatMuls quantized per channel, built from the fp32 file at first start
+    # (bench/README.md, "Int8 embeddings"). The vectors differ, so a data dir built under one precision refuses
+    # to open under the other.
+    precision: Literal["fp32", "int8"] = Field(
+        default="fp32", description="ONNX encoder precision; int8 is faster with slightly different vectors"
+    )
     threads: int = Field(default=0, ge=0, description="ONNX Runtime intra-op threads; 0 = all cores")
     allow_spinning: bool = Field(
         default=False, description="let idle ONNX Runtime threads spin: faster bulk embedding, slower queries"

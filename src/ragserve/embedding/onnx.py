@@ -1,8 +1,9 @@
 """all-MiniLM-L6-v2 on onnxruntime: the default, fully local ``Embedder``.
 
 The ONNX graph is built from the bundled safetensors checkpoint on first use (``onnx_export``) and cached
-on disk; tokenisation uses the checkpoint's own ``tokenizer.json`` with the settings sentence-transformers
-applies (truncate at ``max_seq_length``, pad to the longest text of each batch).
+on disk, and with ``precision="int8"`` quantized from that file (``quantize``) and cached beside it;
+tokenisation uses the checkpoint's own ``tokenizer.json`` with the settings sentence-transformers applies
+(truncate at ``max_seq_length``, pad to the longest text of each batch).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -17,12 +19,14 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from tokenizers import Tokenizer
 
-from ragserve.embedding import onnx_export
+from ragserve.embedding import onnx_export, quantize
 from ragserve.embedding.protocol import EmbedKind, Vectors
 from ragserve.errors import EmbeddingError
 from ragserve.observability.metrics import EMBEDDING_DIMENSIONS
 
 BUNDLED_MODEL_NAME = "all-MiniLM-L6-v2"
+
+Precision = Literal["fp32", "int8"]
 
 _Int64Matrix = npt.NDArray[np.int64]
 
@@ -57,10 +61,12 @@ def bundled_model_dir() -> Path:
 
 
 class OnnxEmbedder:
-    """Sentence embeddings from a BERT sentence-transformers checkpoint run by onnxruntime on CPU (fp32).
+    """Sentence embeddings from a BERT sentence-transformers checkpoint run by onnxruntime on CPU.
 
-    ``cache_dir`` holds the exported ``.onnx`` file; ``model_dir`` defaults to the bundled
-    all-MiniLM-L6-v2. Texts longer than ``max_seq_length`` tokens (special tokens included) are truncated.
+    ``cache_dir`` holds the exported ``.onnx`` file (and its int8 form when ``precision="int8"``);
+    ``model_dir`` defaults to the bundled all-MiniLM-L6-v2. ``int8_recipe`` is for benchmarks: any recipe
+    but the default gets its own ``model_id``, so its vectors never share a cache with the default's.
+    Texts longer than ``max_seq_length`` tokens (special tokens included) are truncated.
     Safe to call from several threads at once. Raises ``EmbeddingError`` if the model cannot be built or
     loaded, ``ValueError`` for a setting out of range.
     """
@@ -74,6 +80,8 @@ class OnnxEmbedder:
         batch_size: int = 32,
         intra_op_threads: int | None = None,
         allow_spinning: bool = False,
+        precision: Precision = "fp32",
+        int8_recipe: quantize.Int8Recipe = quantize.DEFAULT_RECIPE,
     ) -> None:
         bundled = bundled_model_dir()
         model_dir = model_dir or bundled
@@ -87,11 +95,14 @@ class OnnxEmbedder:
             raise ValueError(f"intra_op_threads must be >= 1, got {threads}")
 
         name = BUNDLED_MODEL_NAME if model_dir == bundled else model_dir.name
-        self._model_id = f"{name}/onnx-fp32/{max_seq_length}"
+        variant = precision if precision == "fp32" else quantize.variant_name(int8_recipe)
+        self._model_id = f"{name}/onnx-{variant}/{max_seq_length}"
         self._dimension = config.hidden_size
         self._batch_size = batch_size
         self._tokenizer, self._counting_tokenizer = _load_tokenizers(model_dir / "tokenizer.json", max_seq_length)
         self._onnx_path = onnx_export.ensure_exported(model_dir, cache_dir)
+        if precision == "int8":
+            self._onnx_path = quantize.ensure_quantized(self._onnx_path, int8_recipe)
         self._session = _load_session(self._onnx_path, threads, allow_spinning)
         EMBEDDING_DIMENSIONS.labels(model=self._model_id).set(self._dimension)
 
@@ -102,7 +113,8 @@ class OnnxEmbedder:
 
     @property
     def model_id(self) -> str:
-        """E.g. ``all-MiniLM-L6-v2/onnx-fp32/256``: model, runtime and precision, truncation length."""
+        """E.g. ``all-MiniLM-L6-v2/onnx-fp32/256`` or ``.../onnx-int8/256``: model, runtime and precision,
+        truncation length. Vectors of different ids are never mixed (embedding cache keys, index versions)."""
         return self._model_id
 
     @property

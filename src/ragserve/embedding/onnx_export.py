@@ -105,7 +105,7 @@ def ensure_exported(model_dir: Path, cache_dir: Path) -> Path:
     model = build_model(model_dir)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomically(path, model.SerializeToString())
+        write_atomically(path, model.SerializeToString())
     except OSError as exc:
         raise EmbeddingError(f"cannot write the ONNX encoder to {cache_dir}: {exc}") from exc
     return path
@@ -273,7 +273,8 @@ def _cache_key(model_dir: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory, fsynced and renamed."""
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
