@@ -372,6 +372,7 @@ def main() -> None:
     parser.add_argument(
         "--recall-ef", type=int, action="append", default=[], help="with --reuse: recall at this ef_search"
     )
+    parser.add_argument("--skip-serving", action="store_true", help="no server runs (e.g. only --recall-ef)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -425,6 +426,9 @@ def main() -> None:
             report["disk"] = disk_bytes(data_dir, postgres_url)
         elif args.recall_ef:
             report["recall_by_ef_search"] = recall_by_ef(data_dir, root, model, recall_vectors, args.recall_ef)
+        if args.skip_serving:
+            print(json.dumps(report, indent=2))
+            return
         report["serving"] = serve_and_measure(server_env, questions, args.clients, args.seconds)
         if postgres_pid is not None:
             report["serving"]["postgres_pss_mb_after_load"] = tree_pss_mb(postgres_pid)
