@@ -3,6 +3,8 @@ PostgreSQL (``tests/postgres.py`` provides the server). A backend joins by addin
 
 from __future__ import annotations
 
+import random
+import string
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from ragserve.domain import (
 )
 from ragserve.errors import ConflictError, IndexVersionsChangedError, InvalidRequestError, NotFoundError
 from ragserve.stores.analyzer import analyze
+from ragserve.stores.job_records import encode_input
 from ragserve.stores.postgres import PostgresStore
 from ragserve.stores.postgres_db import PostgresDatabase, VectorIndexSpec, migrate
 from ragserve.stores.postgres_jobs import PostgresJobStore
@@ -314,3 +317,16 @@ def test_document_fingerprints_list_a_sources_documents_with_their_hashes(backen
     assert [f.external_id for f in every] == ["a.md", "b.md", "g.md", "manual", "p.md"]
     other = backend.store.ensure_collection("other").id
     assert backend.store.document_fingerprints(other, SearchFilters()) == []
+
+
+def test_a_claim_stops_at_its_byte_budget_but_takes_at_least_one_item(backend: Backend) -> None:
+    rng = random.Random(5)
+    inputs = [DocumentInput(collection="c", text="".join(rng.choices(string.ascii_letters, k=2000))) for _ in range(4)]
+    sizes = [len(encode_input(item)) for item in inputs]  # what each backend stages
+    backend.jobs.create_job(inputs, None, None)
+    (first,) = backend.jobs.claim_items(10, max_bytes=1)  # over the budget alone: taken all the same
+    assert first.input.text == inputs[0].text
+    # An item is taken while the payloads taken before it sum under the budget.
+    taken = backend.jobs.claim_items(10, max_bytes=sizes[1] + 1)
+    assert [item.input.text for item in taken] == [inputs[1].text, inputs[2].text]
+    assert [item.input.text for item in backend.jobs.claim_items(10)] == [inputs[3].text]

@@ -21,8 +21,6 @@ from ragserve.stores.protocol import JobStore, StagedItem
 
 logger = logging.getLogger(__name__)
 
-# Documents claimed at once: enough to fill the model's batches with small documents.
-_CLAIM_BATCH = 32
 _FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.PARTIAL)
 
 
@@ -36,12 +34,18 @@ class LocalJobRunner:
         workers: int,
         poll_interval_seconds: float,
         retry_seconds: float = 5.0,
+        *,
+        claim_documents: int = 128,
+        claim_bytes: int | None = None,
     ) -> None:
         self._jobs = jobs
         self._pipeline = pipeline
         self._workers = workers
         self._poll = poll_interval_seconds
         self._retry_seconds = retry_seconds
+        # The model embeds a claim's chunks in one length-sorted call: more documents, less padding.
+        self._claim_documents = claim_documents
+        self._claim_bytes = claim_bytes
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -69,7 +73,7 @@ class LocalJobRunner:
     async def _work(self) -> None:
         while not self._stopping:
             try:
-                items = await anyio.to_thread.run_sync(self._jobs.claim_items, _CLAIM_BATCH)
+                items = await anyio.to_thread.run_sync(self._jobs.claim_items, self._claim_documents, self._claim_bytes)
                 JOBS_PENDING.set(await anyio.to_thread.run_sync(self._jobs.pending_count))
             except Exception:
                 # The database is unreachable (``/ready`` says so): keep the worker for when it is back.

@@ -100,3 +100,17 @@ def error_json(error: JobError) -> str:
     return json.dumps(
         {"document_id": error.document_id, "filename": error.filename, "code": error.code, "message": error.message}
     )
+
+
+def within_bytes(sizes: Sequence[int | None], max_bytes: int | None) -> int:
+    """How many of the items, in order, a claim takes: those whose predecessors' payloads sum under
+    ``max_bytes`` (all with None; at least one)."""
+    if max_bytes is None:
+        return len(sizes)
+    taken = total = 0
+    for size in sizes:
+        if taken and total >= max_bytes:
+            break
+        taken += 1
+        total += size or 0
+    return taken

@@ -31,7 +31,15 @@ from ragserve.domain import (
 )
 from ragserve.errors import ConflictError, NotFoundError
 from ragserve.stores.codec import config_to_json
-from ragserve.stores.job_records import OutboxPolicy, decode_input, encode_input, error_json, job_status, job_tenant
+from ragserve.stores.job_records import (
+    OutboxPolicy,
+    decode_input,
+    encode_input,
+    error_json,
+    job_status,
+    job_tenant,
+    within_bytes,
+)
 from ragserve.stores.postgres import acl_json, create_collection, is_restricted
 from ragserve.stores.postgres_db import Connection, PostgresDatabase, utc_now
 from ragserve.stores.protocol import StagedItem
@@ -157,13 +165,23 @@ class PostgresJobStore:
             tenant=str(row[6]),
         )
 
-    def claim_items(self, limit: int) -> list[StagedItem]:
+    def claim_items(self, limit: int, max_bytes: int | None = None) -> list[StagedItem]:
         with self._db.write() as conn:
+            # Lock first and read sizes only, so that payloads past the byte budget are never read; the rows
+            # locked but not taken stay pending and are unlocked at commit.
+            locked = conn.execute(
+                "SELECT job_id, seq, octet_length(payload) FROM job_items WHERE status = 'pending' "
+                "ORDER BY position LIMIT %s FOR UPDATE SKIP LOCKED",
+                (limit,),
+            ).fetchall()
+            taken = locked[: within_bytes([r[2] for r in locked], max_bytes)]
+            if not taken:
+                return []
             rows = conn.execute(
                 "SELECT i.job_id, i.seq, i.document_id, d.collection_id, i.payload FROM job_items i "
-                "LEFT JOIN documents d ON d.id = i.document_id WHERE i.status = 'pending' "
-                "ORDER BY i.position LIMIT %s FOR UPDATE OF i SKIP LOCKED",
-                (limit,),
+                "LEFT JOIN documents d ON d.id = i.document_id "
+                "WHERE (i.job_id, i.seq) IN (SELECT * FROM unnest(%s::text[], %s::int[])) ORDER BY i.position",
+                ([r[0] for r in taken], [r[1] for r in taken]),
             ).fetchall()
             return self._take(conn, rows, "UPDATE job_items SET status = 'running' WHERE job_id = %s AND seq = %s")
 

@@ -274,8 +274,9 @@ class JobStore(Protocol):
         """Raises ``NotFoundError``."""
         ...
 
-    def claim_items(self, limit: int) -> list[StagedItem]:
-        """Mark up to ``limit`` pending items running and return them, oldest job first."""
+    def claim_items(self, limit: int, max_bytes: int | None = None) -> list[StagedItem]:
+        """Mark up to ``limit`` pending items running and return them, oldest job first. With ``max_bytes``,
+        items are taken while the staged payloads taken before each sum under it (so at least one)."""
         ...
 
     def fail_item(self, item: StagedItem, error: JobError) -> None:

@@ -32,6 +32,7 @@ from ragserve.stores.job_records import (
     error_json,
     job_status,
     job_tenant,
+    within_bytes,
 )
 from ragserve.stores.protocol import StagedItem
 from ragserve.stores.sqlite_db import SqliteDatabase, create_collection, parse_time, utc_now
@@ -268,12 +269,21 @@ class SqliteJobStore:
             tenant=str(row[6]),
         )
 
-    def claim_items(self, limit: int) -> list[StagedItem]:
+    def claim_items(self, limit: int, max_bytes: int | None = None) -> list[StagedItem]:
         with self._db.write() as conn:
+            # Sizes first, so that payloads past the byte budget are never read.
+            sized = conn.execute(
+                "SELECT rowid, length(payload) FROM job_items WHERE status = 'pending' ORDER BY rowid LIMIT ?",
+                (limit,),
+            ).fetchall()
+            if not sized:
+                return []
+            last = sized[within_bytes([r[1] for r in sized], max_bytes) - 1][0]
             rows = conn.execute(
                 "SELECT i.job_id, i.seq, i.document_id, d.collection_id, i.payload FROM job_items i "
-                "LEFT JOIN documents d ON d.id = i.document_id WHERE i.status = 'pending' ORDER BY i.rowid LIMIT ?",
-                (limit,),
+                "LEFT JOIN documents d ON d.id = i.document_id WHERE i.status = 'pending' AND i.rowid <= ? "
+                "ORDER BY i.rowid LIMIT ?",
+                (last, limit),
             ).fetchall()
             items: list[StagedItem] = []
             for job_id, seq, document_id, collection_id, payload in rows:

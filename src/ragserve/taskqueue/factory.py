@@ -19,7 +19,13 @@ def build_task_queue(
     queue = settings.queue
     if queue.backend == "local":
         return LocalJobRunner(
-            jobs, pipeline, settings.jobs.workers, settings.jobs.poll_interval_seconds, settings.jobs.retry_seconds
+            jobs,
+            pipeline,
+            settings.jobs.workers,
+            settings.jobs.poll_interval_seconds,
+            settings.jobs.retry_seconds,
+            claim_documents=settings.jobs.claim_documents,
+            claim_bytes=settings.jobs.claim_max_mb * 1024 * 1024,
         )
     from ragserve.taskqueue.rabbitmq import RabbitmqQueue  # pika is only imported where it is used
 
