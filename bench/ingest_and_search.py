@@ -169,7 +169,9 @@ def main() -> None:
     docs = [DocumentInput(collection="bench", external_id=d.id, title=d.title or None, text=d.text) for d in corpus]
     queries = [json.loads(line)["text"] for line in (args.dataset / "queries.jsonl").read_text().splitlines()]
     work = Path(tempfile.mkdtemp(prefix="ragserve-bench-"))
-    embedder = OnnxEmbedder(cache_dir=work / "models", precision=args.precision)
+    embedder = OnnxEmbedder(
+        cache_dir=work / "models", batch_size=Settings().embedding.batch_size, precision=args.precision
+    )
     raw = raw_model(docs, embedder)
     del embedder
 

@@ -17,7 +17,7 @@ from ragserve.domain import DocumentInput, IndexConfig, NewChunk, ParsedDocument
 from ragserve.stores.analyzer import analyze
 from ragserve.stores.keyword_accelerator import KeywordAccelerator
 from ragserve.stores.protocol import DocumentWrite
-from ragserve.stores.sparse_bm25 import Bm25Snapshot
+from ragserve.stores.sparse_bm25 import Bm25Snapshot, _best_rows
 from ragserve.stores.sqlite import SqliteStore
 from ragserve.stores.sqlite_db import SqliteDatabase
 from ragserve.stores.sqlite_jobs import SqliteJobStore
@@ -109,6 +109,23 @@ def test_accelerated_keyword_search_equals_fts5(corpus: Corpus, title_weight: fl
             _assert_same_ranking(fast.keyword_search(corpus.collection_id, terms, k, NOTHING), exact)
             answered += bool(exact)
     assert answered > 150
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_best_rows_of_the_postings_hold_every_row_of_the_top_k_ties_included(seed: int) -> None:
+    """The selection works on the postings (a row once per query term), not on every row's score: with many
+    tied scores and rows repeated across terms it must still keep every row that scores at least the k-th."""
+    rng = np.random.default_rng(seed)
+    rows, terms = int(rng.integers(5, 400)), int(rng.integers(1, 6))
+    postings = np.concatenate([rng.choice(rows, int(rng.integers(1, rows + 1)), replace=False) for _ in range(terms)])
+    scores = np.zeros(rows)
+    scores[np.unique(postings)] = rng.integers(1, 6, size=np.unique(postings).shape[0]) / 4  # few values: ties
+    for k in (1, 3, 10, 50):
+        kept = _best_rows(postings.astype(np.int32), scores, k * terms)
+        distinct = np.unique(postings)
+        kth = np.sort(scores[distinct])[::-1][min(k, distinct.shape[0]) - 1]
+        assert set(distinct[scores[distinct] >= kth]) <= set(kept.tolist())
+        assert set(kept.tolist()) <= set(distinct.tolist())
 
 
 def test_term_chunk_counts_equal_fts5s(corpus: Corpus) -> None:

@@ -77,7 +77,7 @@ class OnnxEmbedder:
         *,
         model_dir: Path | None = None,
         max_seq_length: int = 256,
-        batch_size: int = 32,
+        batch_size: int = 8,
         intra_op_threads: int | None = None,
         allow_spinning: bool = False,
         precision: Precision = "fp32",
@@ -132,7 +132,7 @@ class OnnxEmbedder:
         if not texts:
             return np.zeros((0, self._dimension), dtype=np.float32)
         try:
-            token_ids = [encoding.ids for encoding in self._tokenizer.encode_batch(list(texts))]
+            token_ids = [encoding.ids for encoding in self._tokenizer.encode_batch_fast(list(texts))]
         except Exception as exc:
             # tokenizers raises bare Exception (and TypeError for non-str input): nothing narrower to catch.
             raise EmbeddingError(f"tokenisation failed: {exc}") from exc
@@ -152,7 +152,7 @@ class OnnxEmbedder:
         if not texts:
             return []
         try:
-            encodings = self._counting_tokenizer.encode_batch(list(texts), add_special_tokens=False)
+            encodings = self._counting_tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
         except Exception as exc:
             # tokenizers raises bare Exception (and TypeError for non-str input): nothing narrower to catch.
             raise EmbeddingError(f"tokenisation failed: {exc}") from exc

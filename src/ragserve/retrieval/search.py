@@ -184,10 +184,22 @@ class Retriever:
         # Feedback from the first fusion's best chunks, which both halves chose: the keyword half is extended
         # with an expansion search, the dense half searched again from a query moved towards those chunks'
         # vectors (Rocchio), and the two are fused again.
-        extended = keyword
+        # The two run side by side: the expansion search in a pool thread, the Rocchio search in this one.
+        extended_future: Future[Scored] | None = None
         if settings.feedback_from == "fused" and settings.feedback_chunks > 0:
-            extended = self._with_feedback(index_id, analyze(text), keyword, fused, candidates, filters, settings)
+            extended_future = self._pool.submit(
+                contextvars.copy_context().run,
+                self._with_feedback,
+                index_id,
+                analyze(text),
+                keyword,
+                fused,
+                candidates,
+                filters,
+                settings,
+            )
         moved = self._with_dense_feedback(index_id, vector, dense, fused, candidates, filters, settings)
+        extended = extended_future.result() if extended_future is not None else keyword
         if extended is not keyword or moved is not dense:
             with timed("refuse"):
                 fused = self._fuse(moved, extended, settings, document_of)

@@ -81,8 +81,7 @@ class Bm25Snapshot:
         """The ``k`` best (chunk id, bm25) for rows holding any term, best first, ties by chunk id as FTS5's
         stable sort leaves them; None when FTS5 must answer."""
         n = self.row_count
-        parts_rows: list[npt.NDArray[np.int32]] = []
-        parts_scores: list[npt.NDArray[np.float64]] = []
+        spans: list[tuple[int, int, float]] = []
         for term in sorted(set(terms)):
             tid = self._term_id(term)
             if tid is None:
@@ -91,23 +90,53 @@ class Bm25Snapshot:
                 continue
             lo, hi = int(self.offsets[tid]), int(self.offsets[tid + 1])
             idf = math.log((n - (hi - lo) + 0.5) / ((hi - lo) + 0.5))
-            if idf <= 0.0:
-                idf = 1e-6
-            rows = self.rows[lo:hi]
-            freq = self.title_tf[lo:hi] * title_weight + self.body_tf[lo:hi]
-            parts_rows.append(rows)
-            parts_scores.append(idf * (freq * (K1 + 1.0)) / (freq + self.length_norm[rows]))
-        if not parts_rows or k <= 0:
+            spans.append((lo, hi, 1e-6 if idf <= 0.0 else idf))
+        if not spans or k <= 0:
             return []
-        scores = np.bincount(np.concatenate(parts_rows), weights=np.concatenate(parts_scores), minlength=n)
-        matched = np.flatnonzero(scores)  # every match scores > 0: idf >= 1e-6 and freq > 0
-        if matched.shape[0] > k:
-            candidates = scores[matched]
-            kth = np.partition(candidates, matched.shape[0] - k)[matched.shape[0] - k]
-            matched = matched[candidates >= kth]  # ties at the k-th score are all kept, then cut below
+        postings, weights = self._postings(spans, title_weight)
+        scores = np.bincount(postings, weights=weights, minlength=n)
+        matched = _best_rows(postings, scores, k * len(spans))
         order = np.lexsort((matched, -scores[matched]))[:k]
         best = matched[order]
         return list(zip(self.rowids[best].tolist(), scores[best].tolist(), strict=True))
+
+    def _postings(
+        self, spans: list[tuple[int, int, float]], title_weight: float
+    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float64]]:
+        """The rows of the terms' postings ``(lo, hi, idf)``, in that order, and each posting's BM25 term
+        score ``idf * (freq * (k1 + 1)) / (freq + length_norm)``, written in place: the same operations in the
+        same order as the formula, so the same bits, without a temporary array per operation."""
+        total = sum(hi - lo for lo, hi, _ in spans)
+        postings = np.empty(total, dtype=np.int32)
+        weights = np.empty(total, dtype=np.float64)
+        at = 0
+        for lo, hi, idf in spans:
+            rows = postings[at : at + hi - lo]
+            rows[:] = self.rows[lo:hi]
+            freq = np.multiply(self.title_tf[lo:hi], title_weight, dtype=np.float64)
+            freq += self.body_tf[lo:hi]
+            score = weights[at : at + hi - lo]
+            np.multiply(freq, K1 + 1.0, out=score)
+            score *= idf
+            denominator = self.length_norm[rows]
+            denominator += freq
+            score /= denominator
+            at += hi - lo
+        return postings, weights
+
+
+def _best_rows(postings: npt.NDArray[np.int32], scores: npt.NDArray[np.float64], entries: int) -> npt.NDArray[np.int32]:
+    """The distinct rows of ``postings`` (rows, each listed once per query term it holds) whose scores reach
+    the ``entries``-th best entry's: a superset of the k best rows, ties included, for ``entries`` = k x terms.
+
+    The k-th best row scores v; at most k x terms entries score above v (a row has one entry per term), so
+    the ``entries``-th best entry is at most v. Working on the postings, not on all ``scores``, keeps a query's
+    cost in proportion to the postings it reads rather than to the rows of the table."""
+    if postings.shape[0] > entries:
+        values = scores[postings]
+        cut = postings.shape[0] - entries
+        postings = postings[values >= np.partition(values, cut)[cut]]
+    return np.unique(postings)
 
 
 def read_snapshot(conn: sqlite3.Connection, index_id: str, generation: int) -> Bm25Snapshot:

@@ -431,8 +431,14 @@ class SqliteStore:
         with self._db.reading() as conn:
             for batch in id_batches(chunk_ids):
                 marks = ", ".join("?" for _ in batch)
-                rows = conn.execute(f"SELECT id, document_id FROM chunks WHERE id IN ({marks})", list(batch))
-                found.update((int(cid), str(doc)) for cid, doc in rows)
+                # One row back, not one per chunk: each row stepped releases and retakes the GIL, and under
+                # concurrent searches those hand-offs, not SQLite, were most of this call's time.
+                (pairs,) = conn.execute(
+                    "SELECT json_group_array(json_array(id, document_id)) "
+                    f"FROM chunks INDEXED BY chunks_id_document WHERE id IN ({marks})",
+                    list(batch),
+                ).fetchone()
+                found.update((int(cid), str(doc)) for cid, doc in json.loads(pairs))
         return found
 
     def external_ids_of(self, chunk_ids: Sequence[int]) -> list[str]:

@@ -65,6 +65,9 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 CREATE INDEX IF NOT EXISTS chunks_document ON chunks(document_id, ordinal);
 CREATE INDEX IF NOT EXISTS chunks_collection ON chunks(collection_id, id);
+-- Covering: a search maps its ~600 candidate chunks to their documents from this index's dense pages, not
+-- from the chunk rows (text and vector, about a page each), which took 40% of a loaded server's time at 100k.
+CREATE INDEX IF NOT EXISTS chunks_id_document ON chunks(id, document_id);
 CREATE TABLE IF NOT EXISTS embedding_cache (key TEXT PRIMARY KEY, vector BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
