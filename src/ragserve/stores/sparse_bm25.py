@@ -94,7 +94,7 @@ class Bm25Snapshot:
         if not spans or k <= 0:
             return []
         postings, weights = self._postings(spans, title_weight)
-        scores = np.bincount(postings, weights=weights, minlength=n)
+        scores = np.bincount(postings, weights=weights, minlength=n).astype(np.float64, copy=False)
         matched = _best_rows(postings, scores, k * len(spans))
         order = np.lexsort((matched, -scores[matched]))[:k]
         best = matched[order]
