@@ -36,7 +36,7 @@ class LimitSettings(BaseModel):
 class EmbeddingSettings(BaseModel):
     backend: Literal["onnx"] = "onnx"
     # 8: on CPU, sorted batches of 8 ran 8% faster than 32 (the attention work of a batch stays in cache) and
-    # leave almost no padding in an ingestion claim's ~280 texts (bench/README.md, "Embedding batch size").
+    # leave almost no padding in an ingestion claim's ~280 texts (bench/README.md, "Embedding batches of 8").
     # An accelerator wants larger batches.
     batch_size: int = Field(default=8, ge=1, le=512, description="texts per ONNX Runtime call, sorted by length")
     max_seq_length: int = Field(default=256, ge=16, le=512)

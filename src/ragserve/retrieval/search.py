@@ -185,8 +185,8 @@ class Retriever:
             fused = self._fuse(dense, keyword, settings, document_of)
         # Feedback from the first fusion's best chunks, which both halves chose: the keyword half is extended
         # with an expansion search, the dense half searched again from a query moved towards those chunks'
-        # vectors (Rocchio), and the two are fused again.
-        # The two run side by side: the expansion search in a pool thread, the Rocchio search in this one.
+        # vectors (Rocchio), and the two are fused again. The expansion search runs in a pool thread while this
+        # one runs the Rocchio search.
         extended_future: Future[Scored] | None = None
         if settings.feedback_from == "fused" and settings.feedback_chunks > 0:
             extended_future = self._pool.submit(

